@@ -1,0 +1,105 @@
+"""`resnet-mlops`: one subcommand per DVC stage, plus the whole pipeline and the model list.
+
+Every command validates the whole params file before doing anything, and turns
+a user's mistake into one line on stderr and exit status 2 (no traceback).
+Heavy imports (TensorFlow, MLflow) happen only inside the command that needs them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+from resnet_mlops.errors import UserError
+
+EXIT_USER_ERROR = 2
+
+
+def _stage_prepare(params, layout):
+    from resnet_mlops.data.prepare import prepare
+
+    summary = prepare(params.data, params.seed, layout.prepared)
+    return {"splits": {k: v["count"] for k, v in summary["splits"].items()},
+            "image_shape": summary["image_shape"], "content_hash": summary["content_hash"]}
+
+
+def _stage_train(params, layout):
+    from resnet_mlops.training.trainer import train
+
+    return train(params, layout)
+
+
+def _stage_evaluate(params, layout):
+    from resnet_mlops.evaluation.evaluate import evaluate
+
+    return evaluate(layout)
+
+
+def _stage_register(params, layout):
+    from resnet_mlops.registry import register
+
+    return register(params.register, layout)
+
+
+STAGES = {"prepare": _stage_prepare, "train": _stage_train,
+          "evaluate": _stage_evaluate, "register": _stage_register}
+
+
+def _run_stage(args) -> int:
+    from resnet_mlops.config import load_params
+    from resnet_mlops.project import Layout
+
+    params = load_params(args.params)
+    result = STAGES[args.command](params, Layout())
+    print(f"{args.command}: {json.dumps(result, sort_keys=True)}")
+    return 0
+
+
+def _run_pipeline(args) -> int:
+    from resnet_mlops.runner import run_pipeline
+
+    return run_pipeline()
+
+
+def _list_models(args) -> int:
+    from resnet_mlops.models.summary import describe
+
+    shape = tuple(int(n) for n in args.input_shape.split("x"))
+    rows = describe(None, shape, args.num_classes)
+    print(f"{'name':<22}{'params':>14}{'trainable':>14}{'MACs':>18}   (input {args.input_shape}, "
+          f"{args.num_classes} classes)")
+    for row in rows:
+        print(f"{row['name']:<22}{row['params']:>14,}{row['trainable_params']:>14,}{row['macs']:>18,}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="resnet-mlops", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    for name in STAGES:
+        stage = commands.add_parser(name, help=f"run the {name} stage (as dvc.yaml does)")
+        stage.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
+        stage.set_defaults(handler=_run_stage)
+    run = commands.add_parser("run", help="the whole pipeline on params.yaml: dvc repro, then a summary")
+    run.set_defaults(handler=_run_pipeline)
+    listing = commands.add_parser("models", help="every model name with its parameters and MACs")
+    listing.add_argument("--input-shape", default="32x32x3", help="HxWxC (default: 32x32x3)")
+    listing.add_argument("--num-classes", type=int, default=10)
+    listing.set_defaults(handler=_list_models)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    args = build_parser().parse_args(argv)
+    try:
+        return args.handler(args)
+    except UserError as exc:
+        print(f"resnet-mlops {args.command}: error: {exc}", file=sys.stderr)
+        return EXIT_USER_ERROR
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,215 @@
+"""params.yaml -> typed, validated settings.
+
+Everything in params.yaml is checked before any stage does work, so a typo or a
+bad value fails in a second with one line naming the key, not after minutes of
+training. Each stage then receives only its own section (plus the shared keys
+`seed` and `mlflow`), which is also what dvc.yaml declares as its params.
+
+This module must stay cheap to import: no TensorFlow, no MLflow.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import yaml
+
+from resnet_mlops import models
+from resnet_mlops.errors import ConfigError
+
+DATA_SOURCES = ("digits",)
+OPTIMIZERS = ("adam", "sgd")
+_REQUIRED = object()
+
+
+@dataclass(frozen=True)
+class DataSettings:
+    source: str
+    path: str | None
+    val_fraction: float
+    test_fraction: float
+
+
+@dataclass(frozen=True)
+class ModelSettings:
+    name: str
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    epochs: int
+    batch_size: int
+    learning_rate: float
+    optimizer: str
+
+
+@dataclass(frozen=True)
+class RegisterSettings:
+    model_name: str
+
+
+@dataclass(frozen=True)
+class Params:
+    seed: int
+    experiment: str
+    data: DataSettings
+    model: ModelSettings
+    train: TrainSettings
+    register: RegisterSettings
+    raw: dict[str, Any]
+
+
+class _Section:
+    """Reads one mapping of params.yaml, checking each key's type and value."""
+
+    def __init__(self, path: Path, prefix: str, mapping: Any):
+        self.path, self.prefix = path, prefix
+        if not isinstance(mapping, dict):
+            raise ConfigError(path, prefix, f"must be a mapping of keys, got {mapping!r}")
+        self.mapping = mapping
+        self.seen: set[str] = set()
+
+    def error(self, key: str, message: str) -> ConfigError:
+        return ConfigError(self.path, f"{self.prefix}.{key}" if self.prefix else key, message)
+
+    def get(self, key: str, kind: type | tuple, default: Any = _REQUIRED,
+            check: Callable[[Any], bool] | None = None, expect: str = "") -> Any:
+        self.seen.add(key)
+        if key not in self.mapping:
+            if default is _REQUIRED:
+                raise self.error(key, "missing required key")
+            return default
+        value = self.mapping[key]
+        if not _is_instance(value, kind):
+            raise self.error(key, f"must be {expect or _type_name(kind)}, got {value!r}")
+        if check is not None and not check(value):
+            raise self.error(key, f"must be {expect}, got {value!r}")
+        return value
+
+    def section(self, key: str) -> "_Section":
+        self.seen.add(key)
+        if key not in self.mapping:
+            raise self.error(key, "missing required section")
+        return _Section(self.path, f"{self.prefix}.{key}" if self.prefix else key, self.mapping[key])
+
+    def rest(self) -> dict[str, Any]:
+        """Keys not read yet (free-form options checked elsewhere)."""
+        return {k: v for k, v in self.mapping.items() if k not in self.seen}
+
+    def reject_unknown(self) -> None:
+        unknown = sorted(set(self.mapping) - self.seen)
+        if unknown:
+            raise self.error(unknown[0], f"unknown key; expected one of: {', '.join(sorted(self.seen))}")
+
+
+def _is_instance(value: Any, kind: type | tuple) -> bool:
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    if isinstance(value, bool) and bool not in kinds:
+        return False  # YAML `yes`/`true` is not a number
+    if float in kinds and isinstance(value, int) and not isinstance(value, bool):
+        return True
+    return isinstance(value, kinds)
+
+
+def _type_name(kind: type | tuple) -> str:
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    names = {int: "an integer", float: "a number", str: "a string", bool: "true or false",
+             type(None): "null", dict: "a mapping"}
+    return " or ".join(names.get(k, k.__name__) for k in kinds)
+
+
+def load_params(path: str | Path = "params.yaml") -> Params:
+    """Read and validate the whole params file; raise ConfigError on the first bad key."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigError(path, "(file)", f"cannot read the params file ({exc.strerror})") from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}" if mark else "(file)"
+        raise ConfigError(path, where, f"not valid YAML ({getattr(exc, 'problem', exc)})") from None
+
+    top = _Section(path, "", raw)
+    seed = top.get("seed", int, check=lambda v: v >= 0, expect="an integer >= 0")
+    tracking = top.section("mlflow")
+    experiment = tracking.get("experiment", str, check=bool, expect="a non-empty string")
+    tracking.reject_unknown()
+
+    params = Params(
+        seed=seed,
+        experiment=experiment,
+        data=_data(top.section("data")),
+        model=_model(top.section("model")),
+        train=_train(top.section("train")),
+        register=_register(top.section("register")),
+        raw=raw,
+    )
+    top.reject_unknown()
+    return params
+
+
+def _fraction(v: float) -> bool:
+    return 0 < v < 1
+
+
+def _data(s: _Section) -> DataSettings:
+    settings = DataSettings(
+        source=s.get("source", str, check=lambda v: v in DATA_SOURCES,
+                     expect=f"one of {', '.join(DATA_SOURCES)}"),
+        path=s.get("path", (str, type(None)), default=None),
+        val_fraction=s.get("val_fraction", float, check=_fraction, expect="a number between 0 and 1"),
+        test_fraction=s.get("test_fraction", float, check=_fraction, expect="a number between 0 and 1"),
+    )
+    if settings.val_fraction + settings.test_fraction >= 1:
+        raise s.error("test_fraction", f"val_fraction + test_fraction must be below 1, got "
+                                       f"{settings.val_fraction} + {settings.test_fraction}")
+    s.reject_unknown()
+    return settings
+
+
+def _model(s: _Section) -> ModelSettings:
+    name = s.get("name", str)
+    options = s.rest()
+    try:
+        models.validate(name, options)
+    except models.InvalidModelOption as exc:
+        raise s.error(exc.option, str(exc)) from None
+    return ModelSettings(name=name, options=options)
+
+
+def _train(s: _Section) -> TrainSettings:
+    settings = TrainSettings(
+        epochs=s.get("epochs", int, check=lambda v: v >= 1, expect="an integer >= 1"),
+        batch_size=s.get("batch_size", int, check=lambda v: v >= 1, expect="an integer >= 1"),
+        learning_rate=s.get("learning_rate", float, check=lambda v: v >= 0, expect="a number >= 0"),
+        optimizer=s.get("optimizer", str, default="adam", check=lambda v: v in OPTIMIZERS,
+                        expect=f"one of {', '.join(OPTIMIZERS)}"),
+    )
+    s.reject_unknown()
+    return settings
+
+
+def _register(s: _Section) -> RegisterSettings:
+    settings = RegisterSettings(
+        model_name=s.get("model_name", str, check=lambda v: bool(v.strip()), expect="a non-empty string"),
+    )
+    s.reject_unknown()
+    return settings
+
+
+def flatten(mapping: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """{'train': {'epochs': 3}} -> {'train.epochs': 3}: how params are logged to MLflow."""
+    flat: dict[str, Any] = {}
+    for key, value in mapping.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(flatten(value, f"{name}."))
+        else:
+            flat[name] = value
+    return flat

@@ -1,0 +1,1 @@
+"""Data preparation: sources, the split, and the prepared dataset on disk."""

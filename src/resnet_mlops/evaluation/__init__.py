@@ -1,0 +1,1 @@
+"""Evaluation: test-set metrics, the confusion matrix, plots."""

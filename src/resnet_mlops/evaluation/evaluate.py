@@ -1,0 +1,34 @@
+"""The `evaluate` stage: score models/model.keras on the prepared test split."""
+
+from __future__ import annotations
+
+import mlflow
+
+from resnet_mlops import atomic, tracking
+from resnet_mlops.data.prepared import read_split, read_summary
+from resnet_mlops.evaluation.metrics import classification_metrics, confusion_matrix
+from resnet_mlops.evaluation.plots import write_confusion_csv, write_confusion_png
+from resnet_mlops.models.saving import load_model
+from resnet_mlops.project import Layout
+
+
+def evaluate(layout: Layout) -> dict:
+    """Write reports/metrics.json and the confusion matrix; log both to the execution's run."""
+    summary = read_summary(layout.prepared)
+    test = read_split(layout.prepared, "test")
+    model = load_model(layout.model_file)
+    probabilities = model.predict(test.images, batch_size=256, verbose=0)
+    metrics = classification_metrics(probabilities, test.labels)
+    predictions = probabilities.argmax(axis=1)
+    class_names = summary["class_names"]
+    matrix = confusion_matrix(test.labels, predictions, len(class_names))
+
+    atomic.write_json(layout.metrics, metrics)
+    write_confusion_csv(layout.confusion_csv, test.labels, predictions, class_names)
+    write_confusion_png(layout.confusion_png, matrix, class_names,
+                        f"test accuracy {metrics['test_accuracy']:.3f}")
+    with tracking.reopen_run(layout.run_file):
+        mlflow.log_metrics({k: v for k, v in metrics.items()})
+        mlflow.log_artifact(str(layout.confusion_png), artifact_path="reports")
+        mlflow.log_dict(metrics, "reports/metrics.json")
+    return metrics

@@ -1,0 +1,87 @@
+"""Where things live: the repository root, the stage outputs and the MLflow store.
+
+Stages run with the repository (or a `dvc exp` copy of it) as working directory.
+Output paths are relative to that working directory, exactly as dvc.yaml names
+them, so `dvc exp run --temp` writes into its own copy. The MLflow store, in
+contrast, must be one store for all runs: it is resolved from the *original*
+repository root, never from a temporary experiment copy.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+# DVC runs queued and temporary experiments in copies under this folder.
+_DVC_EXPERIMENT_COPIES = (".dvc", "tmp", "exps")
+
+
+@dataclass(frozen=True)
+class Layout:
+    """The stage outputs, as dvc.yaml declares them (relative to the working directory)."""
+
+    root: Path = Path(".")
+
+    @property
+    def prepared(self) -> Path:
+        return self.root / "data" / "prepared"
+
+    @property
+    def model_file(self) -> Path:
+        return self.root / "models" / "model.keras"
+
+    @property
+    def run_file(self) -> Path:
+        """Written by `train`, read by `evaluate` and `register`: the one MLflow run of this execution."""
+        return self.root / "models" / "run.json"
+
+    @property
+    def history(self) -> Path:
+        return self.root / "reports" / "history.csv"
+
+    @property
+    def metrics(self) -> Path:
+        return self.root / "reports" / "metrics.json"
+
+    @property
+    def confusion_csv(self) -> Path:
+        return self.root / "reports" / "confusion.csv"
+
+    @property
+    def confusion_png(self) -> Path:
+        return self.root / "reports" / "confusion_matrix.png"
+
+    @property
+    def registration(self) -> Path:
+        return self.root / "reports" / "registration.json"
+
+
+def repository_root(start: Path | None = None) -> Path:
+    """The project's root, seen through any `dvc exp` temporary copy.
+
+    A copy lives at `<root>/.dvc/tmp/exps/.../<copy>`; its own root is inside
+    that tree, but the runs it logs belong to `<root>`.
+    """
+    here = (start or Path.cwd()).resolve()
+    parts = here.parts
+    for i in range(len(parts) - len(_DVC_EXPERIMENT_COPIES) + 1):
+        if parts[i:i + len(_DVC_EXPERIMENT_COPIES)] == _DVC_EXPERIMENT_COPIES:
+            return Path(*parts[:i])
+    for candidate in (here, *here.parents):
+        if (candidate / "dvc.yaml").exists() or (candidate / ".dvc").is_dir():
+            return candidate
+    return here
+
+
+def tracking_uri(start: Path | None = None) -> str:
+    """`MLFLOW_TRACKING_URI` when set, else an absolute SQLite store in the repository root."""
+    configured = os.environ.get("MLFLOW_TRACKING_URI")
+    if configured:
+        return configured
+    return f"sqlite:///{repository_root(start) / 'mlflow.db'}"
+
+
+def artifact_root(start: Path | None = None) -> str:
+    """Where experiments created by this project keep their artifacts (beside the SQLite store)."""
+    return (repository_root(start) / "mlartifacts").as_uri()

@@ -1,0 +1,115 @@
+"""The MLflow run of one pipeline execution, and the lineage tags it carries.
+
+DVC runs each stage as its own process. `train` opens the run and records its id
+in models/run.json (a DVC output); `evaluate` and `register` declare that file as
+a dependency and reopen the same run, so one execution is one MLflow run and no
+stage leaves an orphan.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+import mlflow
+import yaml
+
+from resnet_mlops import atomic, project
+from resnet_mlops.errors import UserError
+
+# Set by the Prefect flow on the `dvc repro` it starts, so runs link back to the flow run.
+FLOW_RUN_ENV = "RESNET_MLOPS_FLOW_RUN_ID"
+FLOW_RUN_TAG = "prefect.flow_run_id"
+
+
+def configure() -> str:
+    uri = project.tracking_uri()
+    mlflow.set_tracking_uri(uri)
+    return uri
+
+
+def experiment_id(name: str) -> str:
+    """The experiment's id, creating it with artifacts beside the store when it is new."""
+    existing = mlflow.get_experiment_by_name(name)
+    if existing is not None:
+        return existing.experiment_id
+    artifact_location = None if os.environ.get("MLFLOW_TRACKING_URI") else project.artifact_root()
+    return mlflow.create_experiment(name, artifact_location=artifact_location)
+
+
+def _git(*args: str) -> str | None:
+    try:
+        done = subprocess.run(["git", *args], capture_output=True, text=True, check=True)
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return done.stdout.strip()
+
+
+def git_state() -> dict[str, str]:
+    commit = _git("rev-parse", "HEAD")
+    if commit is None:
+        return {"git.commit": "none", "git.dirty": "unknown"}
+    dirty = _git("status", "--porcelain", "--untracked-files=no")
+    return {"git.commit": commit, "git.dirty": str(bool(dirty)).lower()}
+
+
+def dvc_output_hash(output: str, lock_file: str | Path = "dvc.lock") -> str | None:
+    """The hash dvc.lock records for a stage output, e.g. 'data/prepared' -> 'ab12...dir'."""
+    try:
+        lock = yaml.safe_load(Path(lock_file).read_text()) or {}
+    except (OSError, yaml.YAMLError):
+        return None
+    for stage in lock.get("stages", {}).values():
+        for out in stage.get("outs", []):
+            if out.get("path") == output:
+                return out.get("md5") or out.get("hash")
+    return None
+
+
+def lineage_tags(data_summary: dict, prepared_dir: str) -> dict[str, str]:
+    tags = {**git_state(), "data.content_hash": data_summary["content_hash"],
+            "data.source": data_summary["source"],
+            "data.dvc_hash": dvc_output_hash(prepared_dir) or "unknown"}
+    flow_run = os.environ.get(FLOW_RUN_ENV)
+    if flow_run:
+        tags[FLOW_RUN_TAG] = flow_run
+    commit = tags["git.commit"]
+    if commit != "none":
+        tags["reproduce"] = f"git checkout {commit} && dvc checkout && dvc repro"
+    return tags
+
+
+@contextmanager
+def new_run(experiment: str, run_file: Path, run_name: str | None = None) -> Iterator[mlflow.ActiveRun]:
+    """Open the execution's run; run_file is written only once the body succeeded."""
+    configure()
+    with mlflow.start_run(experiment_id=experiment_id(experiment), run_name=run_name) as run:
+        yield run
+        atomic.write_json(run_file, {"run_id": run.info.run_id,
+                                     "experiment_id": run.info.experiment_id,
+                                     "tracking_uri": mlflow.get_tracking_uri()})
+
+
+def read_run_file(run_file: Path) -> dict:
+    try:
+        return json.loads(Path(run_file).read_text())
+    except OSError:
+        raise UserError(f"{run_file} is missing; run the train stage first (`dvc repro train`)") from None
+
+
+@contextmanager
+def reopen_run(run_file: Path) -> Iterator[mlflow.ActiveRun]:
+    """Continue the run that `train` opened in this pipeline execution."""
+    configure()
+    run_id = read_run_file(run_file)["run_id"]
+    try:
+        mlflow.get_run(run_id)
+    except mlflow.exceptions.MlflowException:
+        raise UserError(f"{run_file} names MLflow run {run_id}, which the store at "
+                        f"{mlflow.get_tracking_uri()} does not have") from None
+    with mlflow.start_run(run_id=run_id) as run:
+        yield run

@@ -1,0 +1,28 @@
+"""Keras callbacks that report each epoch to MLflow."""
+
+from __future__ import annotations
+
+import time
+
+import keras
+import mlflow
+
+
+class MlflowEpochLogger(keras.callbacks.Callback):
+    """Logs every epoch's metrics, learning rate and wall time to the active MLflow run."""
+
+    def __init__(self, examples_per_epoch: int):
+        super().__init__()
+        self.examples_per_epoch = examples_per_epoch
+        self._started = 0.0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._started = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        seconds = time.perf_counter() - self._started
+        metrics = {key: float(value) for key, value in (logs or {}).items()}
+        metrics["learning_rate"] = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
+        metrics["epoch_seconds"] = seconds
+        metrics["images_per_second"] = self.examples_per_epoch / seconds if seconds > 0 else 0.0
+        mlflow.log_metrics(metrics, step=epoch + 1)

@@ -1,0 +1,73 @@
+"""The `train` stage: build the ResNet, fit it on data/prepared, save and log it."""
+
+from __future__ import annotations
+
+import csv
+import sys
+
+import keras
+import mlflow
+import numpy as np
+
+from resnet_mlops import atomic, tracking
+from resnet_mlops.config import ModelSettings, Params, TrainSettings, flatten
+from resnet_mlops.data.prepared import read_split, read_summary
+from resnet_mlops.models import build_model
+from resnet_mlops.project import Layout
+from resnet_mlops.training.callbacks import MlflowEpochLogger
+
+
+def make_optimizer(settings: TrainSettings) -> keras.optimizers.Optimizer:
+    if settings.optimizer == "sgd":
+        return keras.optimizers.SGD(learning_rate=settings.learning_rate, momentum=0.9)
+    return keras.optimizers.Adam(learning_rate=settings.learning_rate)
+
+
+def train(params: Params, layout: Layout) -> dict:
+    """Fit the model of `params.model` with `params.train`; return the last epoch's metrics and the run id."""
+    model_settings: ModelSettings = params.model
+    settings: TrainSettings = params.train
+    summary = read_summary(layout.prepared)
+    train_split, val_split = read_split(layout.prepared, "train"), read_split(layout.prepared, "val")
+
+    keras.utils.set_random_seed(params.seed)
+    model = build_model(model_settings.name, tuple(summary["image_shape"]), len(summary["class_names"]),
+                        **model_settings.options)
+    model.compile(optimizer=make_optimizer(settings), loss="sparse_categorical_crossentropy",
+                  metrics=["accuracy"])
+
+    with tracking.new_run(params.experiment, layout.run_file, run_name=f"{model_settings.name}") as run:
+        mlflow.log_params(flatten(params.raw))
+        mlflow.set_tags(tracking.lineage_tags(summary, str(layout.prepared)))
+        mlflow.set_tag("model.trainable_params", str(_trainable_params(model)))
+        history = model.fit(
+            train_split.images, train_split.labels,
+            validation_data=(val_split.images, val_split.labels),
+            epochs=settings.epochs, batch_size=settings.batch_size, shuffle=True,
+            callbacks=[MlflowEpochLogger(len(train_split.labels))],
+            verbose=1 if sys.stdout.isatty() else 2,
+        )
+        with atomic.atomic_path(layout.model_file) as tmp:
+            model.save(tmp)
+        _write_history(layout, history.history)
+        mlflow.log_artifact(str(layout.history), artifact_path="reports")
+        sample = train_split.images[:2]
+        signature = mlflow.models.infer_signature(sample, model.predict(sample, verbose=0))
+        mlflow.keras.log_model(model, name="model", signature=signature)
+        mlflow.log_dict({"class_names": summary["class_names"]}, "class_names.json")
+        last = {key: float(values[-1]) for key, values in history.history.items()}
+    return {"run_id": run.info.run_id, "epochs": settings.epochs, **last}
+
+
+def _trainable_params(model: keras.Model) -> int:
+    return int(sum(np.prod(w.shape) for w in model.trainable_weights))
+
+
+def _write_history(layout: Layout, history: dict[str, list[float]]) -> None:
+    """Per-epoch metrics as DVC plot data (one row per epoch)."""
+    keys = sorted(history)
+    with atomic.atomic_path(layout.history) as tmp, tmp.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["epoch", *keys])
+        for epoch in range(len(history[keys[0]])):
+            writer.writerow([epoch + 1, *(f"{history[k][epoch]:.6f}" for k in keys)])

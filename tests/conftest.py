@@ -1,0 +1,74 @@
+"""Shared fixtures: a tiny params file and throw-away git+DVC repositories of this project."""
+
+from __future__ import annotations
+
+import copy
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+PROJECT = Path(__file__).resolve().parents[1]
+
+# The stage commands (`resnet-mlops ...`) and `dvc` come from the environment running the tests.
+os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+os.environ.setdefault("DO_NOT_TRACK", "1")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("GIT_AUTHOR_NAME", "resnet-mlops tests")
+os.environ.setdefault("GIT_AUTHOR_EMAIL", "tests@localhost")
+os.environ.setdefault("GIT_COMMITTER_NAME", "resnet-mlops tests")
+os.environ.setdefault("GIT_COMMITTER_EMAIL", "tests@localhost")
+
+# A ResNet-8 for 2 epochs on the digits: the whole pipeline in seconds.
+TINY_PARAMS = {
+    "seed": 7,
+    "mlflow": {"experiment": "tests"},
+    "data": {"source": "digits", "path": None, "val_fraction": 0.15, "test_fraction": 0.2},
+    "model": {"name": "resnet_cifar", "depth": 8},
+    "train": {"epochs": 2, "batch_size": 64, "learning_rate": 0.01, "optimizer": "adam"},
+    "register": {"model_name": "tiny-digits"},
+}
+
+
+@pytest.fixture
+def tiny_params() -> dict:
+    return copy.deepcopy(TINY_PARAMS)
+
+
+def write_params(folder: Path, params: dict) -> Path:
+    path = folder / "params.yaml"
+    path.write_text(yaml.safe_dump(params, sort_keys=False))
+    return path
+
+
+def run(args: list[str], cwd: Path, check: bool = True, env: dict | None = None) -> subprocess.CompletedProcess:
+    done = subprocess.run(args, cwd=cwd, capture_output=True, text=True, env=env)
+    if check and done.returncode != 0:
+        raise AssertionError(f"{' '.join(args)} failed ({done.returncode}):\n{done.stdout}\n{done.stderr}")
+    return done
+
+
+def make_project_repo(folder: Path, params: dict) -> Path:
+    """A git+DVC repository holding this project's pipeline definition and sources, committed."""
+    folder.mkdir(parents=True, exist_ok=True)
+    shutil.copy(PROJECT / "dvc.yaml", folder / "dvc.yaml")
+    shutil.copytree(PROJECT / "src", folder / "src", ignore=shutil.ignore_patterns("__pycache__"))
+    write_params(folder, params)
+    (folder / ".gitignore").write_text("mlflow.db\nmlartifacts/\n")
+    run(["git", "init", "--quiet", "--initial-branch=main"], folder)
+    run(["dvc", "init", "--quiet"], folder)
+    run(["dvc", "config", "core.analytics", "false"], folder)
+    run(["git", "add", "-A"], folder)
+    run(["git", "commit", "--quiet", "-m", "pipeline"], folder)
+    return folder
+
+
+@pytest.fixture
+def project_repo(tmp_path, tiny_params, monkeypatch) -> Path:
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    return make_project_repo(tmp_path / "repo", tiny_params)

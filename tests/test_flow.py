@@ -1,0 +1,61 @@
+"""The Prefect `retrain` flow under a real (temporary) Prefect API, against plain `dvc repro`."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import yaml
+from mlflow.tracking import MlflowClient
+from prefect.testing.utilities import prefect_test_harness
+
+from conftest import make_project_repo, run
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="session")
+def prefect_api():
+    # Starting the temporary API server takes ~20 s: once per test session.
+    with prefect_test_harness(server_startup_timeout=120):
+        yield
+
+
+def lock_shape(repo) -> dict:
+    """dvc.lock without the hashes that legitimately differ between two trainings."""
+    stages = yaml.safe_load((repo / "dvc.lock").read_text())["stages"]
+    shape = {}
+    for name, stage in stages.items():
+        shape[name] = {
+            "cmd": stage["cmd"],
+            "deps": sorted((d["path"], d.get("md5")) for d in stage.get("deps", [])
+                           if not d["path"].startswith(("models/", "reports/"))),
+            "params": stage.get("params"),
+            "outs": sorted(o["path"] for o in stage.get("outs", [])),
+        }
+    return shape
+
+
+def test_retrain_flow_matches_dvc_repro(prefect_api, tmp_path, tiny_params, monkeypatch):
+    from pipeline.flows import retrain
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    by_flow = make_project_repo(tmp_path / "flow", tiny_params)
+    by_dvc = make_project_repo(tmp_path / "dvc", tiny_params)
+
+    state = retrain(project_dir=str(by_flow), return_state=True)
+    assert state.is_completed()
+    summaries = state.result()
+    assert list(summaries) == ["prepare", "train", "evaluate", "register"]
+    assert summaries["prepare"] == {"train": 1169, "val": 269, "test": 359}
+    assert summaries["register"]["version"] == 1 and summaries["register"]["champion"] is True
+
+    run(["dvc", "repro"], by_dvc)
+    assert lock_shape(by_flow) == lock_shape(by_dvc)
+    prepared = lambda repo: yaml.safe_load((repo / "dvc.lock").read_text())["stages"]["prepare"]["outs"]
+    assert prepared(by_flow) == prepared(by_dvc)  # the same data, byte for byte
+    assert "up to date" in run(["dvc", "status"], by_flow).stdout
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{by_flow.resolve()}/mlflow.db")
+    run_id = json.loads((by_flow / "models/run.json").read_text())["run_id"]
+    assert client.get_run(run_id).data.tags["prefect.flow_run_id"] == str(state.state_details.flow_run_id)

@@ -1,0 +1,99 @@
+"""`dvc repro` end to end in a temporary git repository, on the tiny config.
+
+One test walks a realistic sequence, because every step costs several stage
+processes (each imports TensorFlow): a first run, a no-op rerun, a worse config
+that must not take @champion, a train-only change that must not rerun prepare,
+and a `dvc exp run --temp` whose run must land in the repository's one store.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+
+import mlflow
+import pytest
+from mlflow.tracking import MlflowClient
+
+from conftest import run, write_params
+
+pytestmark = pytest.mark.slow
+
+
+def ran_stages(output: str) -> set[str]:
+    return set(re.findall(r"Running stage '(\w+)'", output))
+
+
+def repro(repo) -> str:
+    done = run(["dvc", "repro"], repo)
+    return done.stdout + done.stderr
+
+
+def test_dvc_repro_end_to_end(project_repo, tiny_params):
+    repo = project_repo
+    client_uri = f"sqlite:///{repo.resolve()}/mlflow.db"
+
+    # 1. First run: every stage, one MLflow run, version 1 is @champion.
+    assert ran_stages(repro(repo)) == {"prepare", "train", "evaluate", "register"}
+    for output in ("data/prepared/train_images.npy", "data/prepared/summary.json", "models/model.keras",
+                   "models/run.json", "reports/history.csv", "reports/metrics.json",
+                   "reports/confusion.csv", "reports/confusion_matrix.png", "reports/registration.json"):
+        assert (repo / output).is_file(), output
+    metrics = json.loads((repo / "reports/metrics.json").read_text())
+    assert 0 <= metrics["test_accuracy"] <= 1 and metrics["test_examples"] == 359
+    shown = run(["dvc", "metrics", "show"], repo).stdout
+    assert "test_accuracy" in shown
+
+    client = MlflowClient(tracking_uri=client_uri)
+    run_id = json.loads((repo / "models/run.json").read_text())["run_id"]
+    experiment = client.get_experiment_by_name("tests")
+    runs = client.search_runs([experiment.experiment_id])
+    assert [r.info.run_id for r in runs] == [run_id]  # one execution, one run, no orphans
+    tracked = runs[0]
+    assert tracked.info.status == "FINISHED"
+    assert tracked.data.params["train.epochs"] == "2" and tracked.data.params["model.depth"] == "8"
+    assert {"loss", "accuracy", "val_loss", "val_accuracy", "learning_rate", "test_accuracy"} <= set(tracked.data.metrics)
+    assert len(client.get_metric_history(run_id, "val_accuracy")) == 2
+    assert re.fullmatch(r"[0-9a-f]{40}", tracked.data.tags["git.commit"])
+    assert tracked.data.tags["data.dvc_hash"].endswith(".dir")
+    champion = client.get_model_version_by_alias("tiny-digits", "champion")
+    assert str(champion.version) == "1" and champion.run_id == run_id
+    assert champion.tags["champion_reason"] == "no champion yet"
+    mlflow.set_tracking_uri(client_uri)
+    signature = mlflow.models.get_model_info("models:/tiny-digits/1").signature
+    assert list(signature.inputs.to_dict()[0]["tensor-spec"]["shape"]) == [-1, 8, 8, 1]
+
+    # 2. Nothing changed: no stage runs.
+    again = repro(repo)
+    assert ran_stages(again) == set() and "Data and pipelines are up to date" in again
+
+    # 3. A deliberately worse config: version 2 is registered, @champion stays on version 1.
+    tiny_params["train"]["learning_rate"] = 0.0
+    write_params(repo, tiny_params)
+    assert ran_stages(repro(repo)) == {"train", "evaluate", "register"}
+    second = client.get_model_version("tiny-digits", "2")
+    assert str(client.get_model_version_by_alias("tiny-digits", "champion").version) == "1"
+    assert second.tags["champion_decision"] == "not promoted"
+    assert "does not beat champion v1" in second.tags["champion_reason"]
+    registration = json.loads((repo / "reports/registration.json").read_text())
+    assert registration["version"] == 2 and registration["champion"] is False
+    assert second.run_id == registration["run_id"] != run_id
+
+    # 4. Changing train.epochs reruns train, evaluate and register, never prepare.
+    tiny_params["train"]["epochs"] = 1
+    write_params(repo, tiny_params)
+    assert ran_stages(repro(repo)) == {"train", "evaluate", "register"}
+    assert len(client.search_runs([experiment.experiment_id])) == 3
+
+
+def test_dvc_exp_run_temp_logs_to_the_repository_store(project_repo):
+    repo = project_repo
+    repro(repo)
+    run(["git", "add", "-A"], repo)
+    run(["git", "commit", "--quiet", "-m", "baseline"], repo)
+    run(["dvc", "exp", "run", "--temp", "-S", "train.epochs=1"], repo)
+    client = MlflowClient(tracking_uri=f"sqlite:///{repo.resolve()}/mlflow.db")
+    runs = client.search_runs([client.get_experiment_by_name("tests").experiment_id])
+    assert len(runs) == 2
+    assert sorted(r.data.params["train.epochs"] for r in runs) == ["1", "2"]
+    assert not list((repo / ".dvc" / "tmp").rglob("mlflow.db"))  # nothing landed inside the temp copy
