@@ -46,12 +46,9 @@ def champion_accuracy(champion, layout: Layout, test_hash: str) -> tuple[float, 
     if tags.get("test_set_hash") == test_hash and "test_accuracy" in tags:
         return float(tags["test_accuracy"]), "recorded on the same test set"
     from resnet_mlops.evaluation.metrics import classification_metrics
-    from resnet_mlops.models.saving import register_custom_layers
-
-    register_custom_layers()
     test = read_split(layout.prepared, "test")
-    model = mlflow.keras.load_model(f"models:/{champion.name}/{champion.version}")
-    probabilities = model.predict(test.images, batch_size=256, verbose=0)
+    served = mlflow.pyfunc.load_model(f"models:/{champion.name}/{champion.version}")
+    probabilities = served.unwrap_python_model().probabilities(test.images)
     return classification_metrics(probabilities, test.labels)["test_accuracy"], "re-scored on this test set"
 
 
@@ -78,7 +75,7 @@ def register(settings: RegisterSettings, layout: Layout) -> dict:
     with tracking.reopen_run(layout.run_file) as run:
         client = MlflowClient()
         decision = decide(accuracy, current_champion(client, settings.model_name), layout, test_hash)
-        version = mlflow.register_model(f"runs:/{run.info.run_id}/model", settings.model_name)
+        version = mlflow.register_model(run_info["model_uri"], settings.model_name)
         tags = {"test_accuracy": repr(accuracy), "test_set_hash": test_hash,
                 "champion_decision": "promoted" if decision.promote else "not promoted",
                 "champion_reason": decision.reason, **_lineage(run.data.tags)}

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 from resnet_mlops import project
@@ -51,6 +52,7 @@ def report(layout: Layout, model_name: str) -> str:
     metrics = json.loads(layout.metrics.read_text())
     registration = json.loads(layout.registration.read_text())
     uri = project.tracking_uri()
+    venv = f'PATH="{Path(sys.executable).parent}:$PATH"'  # `mlflow models serve` starts uvicorn from there
     became = "yes" if registration["champion"] else "no"
     lines = [
         "",
@@ -61,9 +63,9 @@ def report(layout: Layout, model_name: str) -> str:
         f"@champion          {became}: {registration['reason']}",
         "",
         "open the MLflow dashboard:",
-        f"  .venv/bin/mlflow ui --backend-store-uri {uri} --port 5000",
+        f"  {venv} mlflow ui --backend-store-uri {uri} --host 127.0.0.1 --port 5000",
         "serve the champion:",
-        f"  MLFLOW_TRACKING_URI={uri} .venv/bin/mlflow models serve "
+        f"  {venv} MLFLOW_TRACKING_URI={uri} mlflow models serve "
         f"-m 'models:/{model_name}@champion' --env-manager local --host 127.0.0.1 --port 5001",
     ]
     return "\n".join(lines)

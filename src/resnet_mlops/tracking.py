@@ -84,14 +84,17 @@ def lineage_tags(data_summary: dict, prepared_dir: str) -> dict[str, str]:
 
 
 @contextmanager
-def new_run(experiment: str, run_file: Path, run_name: str | None = None) -> Iterator[mlflow.ActiveRun]:
-    """Open the execution's run; run_file is written only once the body succeeded."""
+def new_run(experiment: str, run_file: Path, run_name: str | None = None) -> Iterator[tuple]:
+    """Open the execution's run; yield it with a dict the body may add to.
+
+    run_file (the run id, plus what the body added) is written only once the body succeeded.
+    """
     configure()
     with mlflow.start_run(experiment_id=experiment_id(experiment), run_name=run_name) as run:
-        yield run
-        atomic.write_json(run_file, {"run_id": run.info.run_id,
-                                     "experiment_id": run.info.experiment_id,
-                                     "tracking_uri": mlflow.get_tracking_uri()})
+        record = {"run_id": run.info.run_id, "experiment_id": run.info.experiment_id,
+                  "tracking_uri": mlflow.get_tracking_uri()}
+        yield run, record
+        atomic.write_json(run_file, record)
 
 
 def read_run_file(run_file: Path) -> dict:

@@ -9,7 +9,7 @@ import keras
 import mlflow
 import numpy as np
 
-from resnet_mlops import atomic, tracking
+from resnet_mlops import atomic, serving, tracking
 from resnet_mlops.config import ModelSettings, Params, TrainSettings, flatten
 from resnet_mlops.data.prepared import read_split, read_summary
 from resnet_mlops.models import build_model
@@ -36,7 +36,7 @@ def train(params: Params, layout: Layout) -> dict:
     model.compile(optimizer=make_optimizer(settings), loss="sparse_categorical_crossentropy",
                   metrics=["accuracy"])
 
-    with tracking.new_run(params.experiment, layout.run_file, run_name=f"{model_settings.name}") as run:
+    with tracking.new_run(params.experiment, layout.run_file, run_name=model_settings.name) as (run, run_record):
         mlflow.log_params(flatten(params.raw))
         mlflow.set_tags(tracking.lineage_tags(summary, str(layout.prepared)))
         mlflow.set_tag("model.trainable_params", str(_trainable_params(model)))
@@ -53,8 +53,10 @@ def train(params: Params, layout: Layout) -> dict:
         mlflow.log_artifact(str(layout.history), artifact_path="reports")
         sample = train_split.images[:2]
         signature = mlflow.models.infer_signature(sample, model.predict(sample, verbose=0))
-        mlflow.keras.log_model(model, name="model", signature=signature)
-        mlflow.log_dict({"class_names": summary["class_names"]}, "class_names.json")
+        mlflow.keras.log_model(model, name="keras_model", signature=signature,
+                               pip_requirements=serving.requirements())
+        served = serving.log_classifier(model, layout.model_file, summary["class_names"], sample)
+        run_record["model_uri"] = served.model_uri
         last = {key: float(values[-1]) for key, values in history.history.items()}
     return {"run_id": run.info.run_id, "epochs": settings.epochs, **last}
 
