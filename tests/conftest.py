@@ -53,12 +53,19 @@ def run(args: list[str], cwd: Path, check: bool = True, env: dict | None = None)
     return done
 
 
-def make_project_repo(folder: Path, params: dict) -> Path:
-    """A git+DVC repository holding this project's pipeline definition and sources, committed."""
+def copy_project(folder: Path, params: dict) -> Path:
+    """The pipeline definition, the sources and data/raw, as a downloaded archive would give them."""
     folder.mkdir(parents=True, exist_ok=True)
     shutil.copy(PROJECT / "dvc.yaml", folder / "dvc.yaml")
-    shutil.copytree(PROJECT / "src", folder / "src", ignore=shutil.ignore_patterns("__pycache__"))
+    for tree in ("src", "data/raw"):
+        shutil.copytree(PROJECT / tree, folder / tree, ignore=shutil.ignore_patterns("__pycache__"))
     write_params(folder, params)
+    return folder
+
+
+def make_project_repo(folder: Path, params: dict) -> Path:
+    """A git+DVC repository holding this project's pipeline definition and sources, committed."""
+    copy_project(folder, params)
     (folder / ".gitignore").write_text("mlflow.db\nmlartifacts/\n")
     run(["git", "init", "--quiet", "--initial-branch=main"], folder)
     run(["dvc", "init", "--quiet"], folder)

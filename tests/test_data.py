@@ -1,73 +1,103 @@
-"""The prepare stage's pieces: the digits source, the split, the atomic prepared folder."""
+"""The prepare stage on the bundled digits: the split rule and the prepared folder."""
 
 from __future__ import annotations
 
 import json
 
 import numpy as np
+import pandas as pd
 import pytest
 
-from resnet_mlops.config import DataSettings
+from resnet_mlops.config import load_params
 from resnet_mlops.data.prepare import prepare
 from resnet_mlops.data.prepared import read_split, read_summary
 from resnet_mlops.data.sources import load_digits
-from resnet_mlops.data.split import SPLITS, example_hashes, stratified_split
+from resnet_mlops.data.split import SPLITS, assign
+from conftest import write_params
 
-SETTINGS = DataSettings(source="digits", path=None, val_fraction=0.15, test_fraction=0.2)
+
+@pytest.fixture
+def digits_settings(tmp_path, tiny_params):
+    return load_params(write_params(tmp_path, tiny_params)).data
 
 
-def test_digits_are_real_uint8_images_with_ten_classes():
-    digits = load_digits()
+def test_digits_are_real_uint8_images_with_ten_classes(digits_settings):
+    digits = load_digits(digits_settings)
     assert digits.images.shape == (1797, 8, 8, 1) and digits.images.dtype == np.uint8
     assert digits.images.max() == 255 and digits.images.min() == 0
     assert digits.class_names == tuple(str(i) for i in range(10))
     assert np.bincount(digits.labels).min() >= 170
 
 
-def test_split_is_stratified_disjoint_and_complete():
-    digits = load_digits()
-    parts = stratified_split(digits.labels, example_hashes(digits.images), 3, 0.15, 0.2)
-    everything = np.concatenate([parts[name] for name in SPLITS])
-    assert sorted(everything.tolist()) == list(range(len(digits.labels)))
+def test_split_is_stratified_and_complete(digits_settings):
+    digits = load_digits(digits_settings)
+    split_of = assign(digits.hashes, digits.split_hints, 3, 0.15, 0.2)
+    assert set(split_of) == set(SPLITS) and len(split_of) == len(digits.labels)
     for label in range(10):
-        in_class = int((digits.labels == label).sum())
-        test = int((digits.labels[parts["test"]] == label).sum())
-        val = int((digits.labels[parts["val"]] == label).sum())
-        assert test == round(in_class * 0.2) and val == round(in_class * 0.15)
+        in_class = digits.labels == label
+        share = {name: float((split_of[in_class] == name).mean()) for name in SPLITS}
+        # every class cut at the same thresholds: its shares are the fractions, up to sampling noise
+        assert abs(share["test"] - 0.2) < 0.1 and abs(share["val"] - 0.15) < 0.1
 
 
-def test_split_depends_on_seed_and_content_only():
-    digits = load_digits()
-    hashes = example_hashes(digits.images)
-    first = stratified_split(digits.labels, hashes, 3, 0.15, 0.2)
-    again = stratified_split(digits.labels, hashes, 3, 0.15, 0.2)
-    other_seed = stratified_split(digits.labels, hashes, 4, 0.15, 0.2)
-    assert all(np.array_equal(first[n], again[n]) for n in SPLITS)
-    assert not np.array_equal(first["test"], other_seed["test"])
+def test_split_depends_on_seed_and_content_only(digits_settings):
+    digits = load_digits(digits_settings)
+    first = assign(digits.hashes, digits.split_hints, 3, 0.15, 0.2)
+    again = assign(digits.hashes[::-1], digits.split_hints, 3, 0.15, 0.2)[::-1]
+    other_seed = assign(digits.hashes, digits.split_hints, 4, 0.15, 0.2)
+    assert np.array_equal(first, again)  # order of the files does not matter
+    assert not np.array_equal(first, other_seed)
 
 
-def test_prepare_writes_identical_bytes_for_identical_input(tmp_path):
-    prepare(SETTINGS, 3, tmp_path / "a")
-    summary = prepare(SETTINGS, 3, tmp_path / "b")
-    for file in sorted(p.name for p in (tmp_path / "a").iterdir()):
-        assert (tmp_path / "a" / file).read_bytes() == (tmp_path / "b" / file).read_bytes(), file
+def test_adding_images_never_moves_existing_ones(digits_settings):
+    digits = load_digits(digits_settings)
+    before = assign(digits.hashes[:1000], [None] * 1000, 3, 0.15, 0.2)
+    after = assign(digits.hashes, digits.split_hints, 3, 0.15, 0.2)
+    assert np.array_equal(before, after[:1000])
+
+
+def test_a_source_test_set_stays_test():
+    hashes = [f"{i:064x}" for i in range(400)]
+    split_of = assign(hashes, ["test"] * 100 + ["train"] * 300, 3, 0.15, 0.2)
+    assert (split_of[:100] == "test").all()
+    assert set(split_of[100:]) == {"train", "val"}
+    assert 0.05 < (split_of[100:] == "val").mean() < 0.25
+
+
+def test_prepare_writes_identical_bytes_for_identical_input(tmp_path, digits_settings):
+    prepare(digits_settings, 3, tmp_path / "a", tmp_path / "a.json")
+    summary = prepare(digits_settings, 3, tmp_path / "b", tmp_path / "b.json")
+    names = sorted(p.name for p in (tmp_path / "a").iterdir())
+    assert names == ["manifest.parquet", "stats.json", "summary.json", "test_images.npy", "test_labels.npy",
+                     "train_images.npy", "train_labels.npy", "val_images.npy", "val_labels.npy"]
+    for name in names:
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name
     assert summary["splits"]["test"]["count"] == len(read_split(tmp_path / "a", "test").labels)
     written = read_summary(tmp_path / "a")
     assert written == json.loads(json.dumps(summary))
     assert sum(written["splits"]["train"]["per_class"].values()) == written["splits"]["train"]["count"]
-    assert written["image_shape"] == [8, 8, 1]
+    assert written["image_shape"] == [8, 8, 1] and written["format"] == "arrays"
+
+    manifest = pd.read_parquet(tmp_path / "a" / "manifest.parquet")
+    assert len(manifest) == 1797
+    assert list(manifest.columns) == ["path", "label", "label_index", "split", "sha256", "width", "height"]
+    assert manifest.groupby("split").size().to_dict() == {n: written["splits"][n]["count"] for n in SPLITS}
+    stats = json.loads((tmp_path / "a" / "stats.json").read_text())
+    train = read_split(tmp_path / "a", "train").images / 255.0
+    assert stats["train_mean"] == pytest.approx([train.mean()], abs=1e-6)
+    assert stats["train_std"] == pytest.approx([train.std()], abs=1e-6)
 
 
-def test_a_failed_prepare_leaves_the_previous_output(tmp_path, monkeypatch):
+def test_a_failed_prepare_leaves_the_previous_output(tmp_path, digits_settings, monkeypatch):
     out = tmp_path / "prepared"
-    prepare(SETTINGS, 3, out)
+    prepare(digits_settings, 3, out, tmp_path / "report.json")
     before = {p.name: p.read_bytes() for p in out.iterdir()}
 
     def broken(*args, **kwargs):
         raise OSError("disk full")
 
-    monkeypatch.setattr("resnet_mlops.data.prepare.write_split", broken)
+    monkeypatch.setattr("resnet_mlops.data.prepare.write_arrays", broken)
     with pytest.raises(OSError):
-        prepare(SETTINGS, 4, out)
+        prepare(digits_settings, 4, out, tmp_path / "report.json")
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
-    assert [p.name for p in tmp_path.iterdir()] == ["prepared"]  # no temporary folder left
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["params.yaml", "prepared", "report.json"]

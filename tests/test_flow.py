@@ -47,7 +47,9 @@ def test_retrain_flow_matches_dvc_repro(prefect_api, tmp_path, tiny_params, monk
     assert state.is_completed()
     summaries = state.result()
     assert list(summaries) == ["prepare", "train", "evaluate", "register"]
-    assert summaries["prepare"] == {"train": 1169, "val": 269, "test": 359}
+    counts = json.loads((by_flow / "data/prepared/summary.json").read_text())["splits"]
+    assert summaries["prepare"] == {name: split["count"] for name, split in counts.items()}
+    assert sum(summaries["prepare"].values()) == 1797
     assert summaries["register"]["version"] == 1 and summaries["register"]["champion"] is True
 
     run(["dvc", "repro"], by_dvc)

@@ -1,4 +1,7 @@
-"""The CIFAR ResNets of He et al. (2016), sec. 4.2: names, validation, structure, published sizes."""
+"""The catalogue and the CIFAR ResNets of He et al. (2016), sec. 4.2: validation, structure, published sizes.
+
+Structure tests for every family live here too, since they share one check of what "residual" means.
+"""
 
 import subprocess
 import sys
@@ -6,11 +9,14 @@ import sys
 import numpy as np
 import pytest
 
-from resnet_mlops.models import MODEL_NAMES, InvalidModelOption, build_model, residual_blocks, validate
-
-
-def trainable_params(model) -> int:
-    return sum(int(np.prod(w.shape)) for w in model.trainable_weights)
+from resnet_mlops.models import (
+    MODEL_NAMES,
+    InvalidModelOption,
+    build_model,
+    residual_blocks,
+    trainable_params,
+    validate,
+)
 
 
 @pytest.fixture(scope="module")
@@ -87,58 +93,120 @@ def test_scaling_and_normalisation_happen_inside_the_model():
 
 # --- structure: the network really is residual ------------------------------------------------
 
+STRUCTURES = {
+    # id: (name, input shape, options, blocks, residual-branch kernel sizes, first block's input layer)
+    "cifar-A": ("resnet20", (8, 8, 1), {"shortcut": "A"}, 9, [3, 3], "conv1_relu"),
+    "cifar-B": ("resnet20", (8, 8, 1), {"shortcut": "B"}, 9, [3, 3], "conv1_relu"),
+    "preact-cifar": ("preact_resnet_cifar", (8, 8, 1), {"depth": 20}, 6, [1, 3, 1], "conv1_conv"),
+    "imagenet-basic": ("resnet18", (32, 32, 1), {}, 8, [3, 3], "pool1_pool"),
+    "imagenet-bottleneck": ("resnet50", (32, 32, 3), {}, 16, [1, 3, 1], "pool1_pool"),
+    "imagenet-v2": ("resnet50v2", (32, 32, 3), {}, 16, [1, 3, 1], "pool1_pool"),
+}
+SHORTCUT_KINDS = {
+    (): "identity",
+    ("ZeroPadShortcut",): "option A",
+    ("Conv2D", "BatchNormalization"): "projection",
+    ("Conv2D",): "pre-activated projection",
+    ("MaxPooling2D",): "subsampling identity",
+}
 
-@pytest.mark.parametrize("shortcut", ["A", "B"])
-def test_every_block_adds_its_shortcut_and_its_residual_branch(shortcut):
-    model = build_model("resnet20", (8, 8, 1), 10, shortcut=shortcut)
+
+def _kind(block):
+    return SHORTCUT_KINDS[tuple(type(layer).__name__ for layer in block.shortcut)]
+
+
+@pytest.fixture(scope="module", params=list(STRUCTURES), ids=list(STRUCTURES))
+def structure(request):
+    name, shape, options, blocks, kernels, first_input = STRUCTURES[request.param]
+    return build_model(name, shape, 10, **options), blocks, kernels, first_input
+
+
+def test_every_block_adds_its_shortcut_and_its_residual_branch(structure):
+    model, expected_blocks, kernels, first_input = structure
     blocks = residual_blocks(model)
-    assert len(blocks) == 9  # 3 stages of n = (20 - 2) / 6 blocks
-    previous = model.get_layer("conv1_relu").output
+    assert len(blocks) == expected_blocks
+    previous = model.get_layer(first_input).output
     for block in blocks:
         assert block.input is previous, f"{block.name} does not start where the previous block ends"
         convs = [layer for layer in block.residual if type(layer).__name__ == "Conv2D"]
-        assert [c.kernel_size for c in convs] == [(3, 3), (3, 3)]
-        assert block.shared == ()
-        if not block.shortcut:
-            assert block.add.input[0] is block.input  # identity: the input itself is added
-        elif shortcut == "A":
-            assert [type(layer).__name__ for layer in block.shortcut] == ["ZeroPadShortcut"]
-            assert block.shortcut[0].count_params() == 0
-        else:
-            assert [type(layer).__name__ for layer in block.shortcut] == ["Conv2D", "BatchNormalization"]
-            assert block.shortcut[0].kernel_size == (1, 1)
-        assert block.output.name == f"{block.name}_out"
+        assert [c.kernel_size[0] for c in convs] == kernels
+        kind = _kind(block)
+        assert kind != "option A" or block.shortcut[0].count_params() == 0
+        assert all(layer.kernel_size == (1, 1) for layer in block.shortcut if type(layer).__name__ == "Conv2D")
+        if kind == "identity":
+            assert any(tensor is block.input for tensor in block.add.input)
         previous = block.output.output
-    assert [b.name for b in blocks if b.shortcut] == ["conv3_block1", "conv4_block1"]
+    assert len(blocks) == len([layer for layer in model.layers if type(layer).__name__ == "Add"])
 
 
-@pytest.mark.parametrize("shortcut", ["A", "B"])
-def test_a_block_with_its_residual_branch_zeroed_returns_relu_of_its_shortcut(shortcut):
+def test_shortcut_kinds_follow_the_papers():
+    kinds = {
+        key: sorted({_kind(block) for block in residual_blocks(build_model(name, shape, 10, **options))})
+        for key, (name, shape, options, *_) in STRUCTURES.items()
+    }
+    assert kinds == {
+        "cifar-A": ["identity", "option A"],
+        "cifar-B": ["identity", "projection"],
+        "preact-cifar": ["identity", "pre-activated projection"],
+        "imagenet-basic": ["identity", "projection"],
+        "imagenet-bottleneck": ["identity", "projection"],
+        "imagenet-v2": ["identity", "pre-activated projection", "subsampling identity"],
+    }
+
+
+def test_original_blocks_end_with_relu_and_pre_activation_blocks_with_the_addition(structure):
+    model = structure[0]
+    preact = model.name.startswith("preact") or model.name.endswith("v2")
+    for block in residual_blocks(model):
+        if preact:
+            assert block.output is block.add
+            assert type(block.residual[-1]).__name__ == "Conv2D"  # nothing after the last convolution
+            assert type((block.shared + block.residual)[0]).__name__ == "BatchNormalization"
+        else:
+            assert block.output.name == f"{block.name}_out"
+            assert block.output.get_config()["activation"] == "relu"
+            assert block.output.input is block.add.output
+
+
+def test_a_block_with_its_residual_branch_zeroed_passes_its_input_through(structure):
+    """Identity for pre-activation blocks, relu of the input for original ones (shortcut applied first)."""
     import keras
 
-    model = build_model("resnet20", (8, 8, 1), 10, shortcut=shortcut)
+    model = structure[0]
     rng = np.random.default_rng(3)
     for block in residual_blocks(model):
         for layer in block.residual:
             layer.set_weights([np.zeros_like(w) for w in layer.get_weights()])
-        block_model = keras.Model(block.input, block.output.output)
         x = rng.normal(size=(2, *block.input.shape[1:])).astype(np.float32)  # negatives too
         if block.shortcut:
             skip = np.asarray(keras.Model(block.input, block.shortcut[-1].output)(x, training=False))
         else:
             skip = x
-        out = np.asarray(block_model(x, training=False))
-        np.testing.assert_allclose(out, np.maximum(skip, 0.0), atol=1e-6)
+        out = np.asarray(keras.Model(block.input, block.output.output)(x, training=False))
+        expected = skip if block.output is block.add else np.maximum(skip, 0.0)
+        np.testing.assert_allclose(out, expected, atol=1e-5, err_msg=block.name)
         assert np.abs(out).sum() > 0
 
 
-def test_zero_init_residual_starts_each_branch_at_zero():
-    model = build_model("resnet20", (8, 8, 1), 10, zero_init_residual=True)
+def test_a_plain_network_has_no_residual_blocks():
+    import keras
+
+    inputs = keras.Input((8, 8, 1))
+    x = keras.layers.Conv2D(4, 3, name="b1_conv")(inputs)
+    x = keras.layers.Conv2D(4, 3, name="b2_conv")(x)
+    assert residual_blocks(keras.Model(inputs, x)) == []
+
+
+@pytest.mark.parametrize(("name", "options"), [("resnet20", {}), ("preact_resnet_cifar", {"depth": 11})])
+def test_zero_init_residual_starts_each_branch_at_zero(name, options):
+    """The last batch norm's gamma, or the last convolution where no batch norm ends the branch."""
+    model = build_model(name, (8, 8, 1), 10, zero_init_residual=True, **options)
     for block in residual_blocks(model):
-        last_bn = block.residual[-1]
-        assert type(last_bn).__name__ == "BatchNormalization"
-        np.testing.assert_array_equal(last_bn.gamma.numpy(), 0.0)
-    assert np.all(model.get_layer("conv1_bn").gamma.numpy() == 1.0)
+        last = block.residual[-1]
+        zeroed = last.gamma if type(last).__name__ == "BatchNormalization" else last.kernel
+        np.testing.assert_array_equal(zeroed.numpy(), 0.0)
+    first = model.get_layer("conv1_conv").kernel.numpy()
+    assert np.abs(first).sum() > 0
 
 
 def test_weight_decay_is_an_l2_penalty_of_half_the_coefficient():

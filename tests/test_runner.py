@@ -2,27 +2,16 @@
 
 from __future__ import annotations
 
-import shutil
-
 import pytest
 
-from conftest import PROJECT, run, write_params
+from conftest import copy_project, run
 
 pytestmark = pytest.mark.slow
 
 
-def unpacked_project(folder, params):
-    """The project as a downloaded archive would give it: no .git, no .dvc."""
-    folder.mkdir()
-    shutil.copy(PROJECT / "dvc.yaml", folder / "dvc.yaml")
-    shutil.copytree(PROJECT / "src", folder / "src", ignore=shutil.ignore_patterns("__pycache__"))
-    write_params(folder, params)
-    return folder
-
-
 def test_run_sets_up_git_and_dvc_then_reports(tmp_path, tiny_params, monkeypatch):
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    folder = unpacked_project(tmp_path / "download", tiny_params)
+    folder = copy_project(tmp_path / "download", tiny_params)
     done = run(["resnet-mlops", "run"], folder)
     out = done.stdout
     assert "is not a git repository; DVC needs one, so creating it with `git init`" in out
@@ -37,9 +26,9 @@ def test_run_sets_up_git_and_dvc_then_reports(tmp_path, tiny_params, monkeypatch
 
 def test_run_with_bad_params_touches_nothing(tmp_path, tiny_params):
     tiny_params["train"]["learning_rate"] = -1
-    folder = unpacked_project(tmp_path / "download", tiny_params)
+    folder = copy_project(tmp_path / "download", tiny_params)
     done = run(["resnet-mlops", "run"], folder, check=False)
     assert done.returncode == 2
     assert done.stderr.strip() == (f"resnet-mlops run: error: params.yaml: train.learning_rate: "
                                    f"must be a number >= 0, got -1")
-    assert sorted(p.name for p in folder.iterdir()) == ["dvc.yaml", "params.yaml", "src"]
+    assert sorted(p.name for p in folder.iterdir()) == ["data", "dvc.yaml", "params.yaml", "src"]

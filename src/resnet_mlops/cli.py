@@ -20,7 +20,7 @@ EXIT_USER_ERROR = 2
 def _stage_prepare(params, layout):
     from resnet_mlops.data.prepare import prepare
 
-    summary = prepare(params.data, params.seed, layout.prepared)
+    summary = prepare(params.data, params.seed, layout.prepared, layout.validation_report)
     return {"splits": {k: v["count"] for k, v in summary["splits"].items()},
             "image_shape": summary["image_shape"], "content_hash": summary["content_hash"]}
 

@@ -19,7 +19,13 @@ import yaml
 from resnet_mlops import models
 from resnet_mlops.errors import ConfigError
 
-DATA_SOURCES = ("digits",)
+DATA_SOURCES = ("digits", "cifar10", "folder")
+# (image_size, channels) each source has when data.image_size / data.channels are null.
+NATIVE_SHAPE = {"digits": (8, 1), "cifar10": (32, 3), "folder": (32, 3)}
+ON_ERROR = ("quarantine", "fail")
+# The canonical CIFAR-10 python-version tarball (Krizhevsky, 2009) and its published MD5.
+CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
+CIFAR10_MD5 = "c58f30108f718f92721af3b95e74349a"
 OPTIMIZERS = ("adam", "sgd")
 _REQUIRED = object()
 
@@ -28,8 +34,19 @@ _REQUIRED = object()
 class DataSettings:
     source: str
     path: str | None
+    test_path: str | None
+    image_size: int           # every image becomes image_size x image_size ...
+    channels: int             # ... with 1 (grey) or 3 (RGB) channels
     val_fraction: float
     test_fraction: float
+    on_error: str             # quarantine | fail
+    min_size: int
+    max_pixels: int
+    max_imbalance: float
+    stream: bool              # TFRecord shards streamed with tf.data instead of arrays in memory
+    workers: int | None       # decoding processes (None: one per core)
+    url: str                  # cifar10 download address and its MD5
+    md5: str
 
 
 @dataclass(frozen=True)
@@ -159,12 +176,31 @@ def _fraction(v: float) -> bool:
 
 
 def _data(s: _Section) -> DataSettings:
+    source = s.get("source", str, check=lambda v: v in DATA_SOURCES, expect=f"one of {', '.join(DATA_SOURCES)}")
+    native_size, native_channels = NATIVE_SHAPE[source]
+    path = s.get("path", (str, type(None)), default=None)
+    if source == "folder" and path is None:
+        raise s.error("path", "the folder source needs a folder or archive of class folders, got None")
     settings = DataSettings(
-        source=s.get("source", str, check=lambda v: v in DATA_SOURCES,
-                     expect=f"one of {', '.join(DATA_SOURCES)}"),
-        path=s.get("path", (str, type(None)), default=None),
+        source=source,
+        path=path,
+        test_path=s.get("test_path", (str, type(None)), default=None),
+        image_size=s.get("image_size", (int, type(None)), default=None, check=lambda v: v is None or v >= 1,
+                         expect="an integer >= 1") or native_size,
+        channels=s.get("channels", (int, type(None)), default=None, check=lambda v: v in (None, 1, 3),
+                       expect="1 or 3") or native_channels,
         val_fraction=s.get("val_fraction", float, check=_fraction, expect="a number between 0 and 1"),
         test_fraction=s.get("test_fraction", float, check=_fraction, expect="a number between 0 and 1"),
+        on_error=s.get("on_error", str, default="quarantine", check=lambda v: v in ON_ERROR,
+                       expect=f"one of {', '.join(ON_ERROR)}"),
+        min_size=s.get("min_size", int, default=8, check=lambda v: v >= 1, expect="an integer >= 1"),
+        max_pixels=s.get("max_pixels", int, default=89_478_485, check=lambda v: v >= 1, expect="an integer >= 1"),
+        max_imbalance=s.get("max_imbalance", float, default=10.0, check=lambda v: v >= 1, expect="a number >= 1"),
+        stream=s.get("stream", bool, default=False),
+        workers=s.get("workers", (int, type(None)), default=None, check=lambda v: v is None or v >= 1,
+                      expect="an integer >= 1 or null"),
+        url=s.get("url", str, default=CIFAR10_URL),
+        md5=s.get("md5", str, default=CIFAR10_MD5),
     )
     if settings.val_fraction + settings.test_fraction >= 1:
         raise s.error("test_fraction", f"val_fraction + test_fraction must be below 1, got "

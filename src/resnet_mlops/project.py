@@ -28,6 +28,10 @@ class Layout:
         return self.root / "data" / "prepared"
 
     @property
+    def validation_report(self) -> Path:
+        return self.root / "reports" / "data_validation.json"
+
+    @property
     def model_file(self) -> Path:
         return self.root / "models" / "model.keras"
 

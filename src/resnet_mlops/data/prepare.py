@@ -1,4 +1,4 @@
-"""The `prepare` stage: load the source, split it, write data/prepared/ atomically."""
+"""The `prepare` stage: load the source, validate, split, write data/prepared/ atomically."""
 
 from __future__ import annotations
 
@@ -7,42 +7,90 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 from resnet_mlops import atomic
 from resnet_mlops.config import DataSettings
-from resnet_mlops.data.prepared import Split, write_split
+from resnet_mlops.data.examples import Examples
+from resnet_mlops.data.prepared import Split, write_arrays, write_tfrecords
 from resnet_mlops.data.sources import load_source
-from resnet_mlops.data.split import SPLITS, example_hashes, stratified_split
+from resnet_mlops.data.split import SPLITS, assign
+from resnet_mlops.data.validate import summary_lines, validate
+from resnet_mlops.errors import UserError
 
 
-def prepare(settings: DataSettings, seed: int, out_dir: str | Path) -> dict:
-    """Write the train/val/test arrays and summary.json to `out_dir`; return the summary."""
-    source = load_source(settings)
-    indices = stratified_split(source.labels, example_hashes(source.images), seed,
-                               settings.val_fraction, settings.test_fraction)
-    splits = {name: Split(source.images[idx], source.labels[idx]) for name, idx in indices.items()}
+def prepare(settings: DataSettings, seed: int, out_dir: str | Path, report_path: str | Path) -> dict:
+    """Validate the source, write the report, then (unless it must stop) the prepared dataset."""
+    examples = load_source(settings)
+    clean, report, problems = validate(examples, settings.max_imbalance)
+    report = {"source": settings.source, "path": settings.path, "test_path": settings.test_path,
+              "policy": settings.on_error, **report}
+    atomic.write_json(report_path, report)
+    print("\n".join(summary_lines(report)))
+    if problems and settings.on_error == "fail":
+        raise UserError(f"{problems[0].sentence()}; {len(problems)} problem(s) in all, listed in {report_path} "
+                        f"(set data.on_error: quarantine to exclude them and go on)")
+    if len(clean.class_names) < 2:
+        raise UserError(f"{settings.path or settings.source}: {len(clean.class_names)} usable class(es) found; "
+                        f"a classifier needs at least 2 (see {report_path})")
+
+    split_of = assign(clean.hashes, clean.split_hints, seed, settings.val_fraction, settings.test_fraction)
+    splits = {name: Split(clean.images[split_of == name], clean.labels[split_of == name]) for name in SPLITS}
+    empty = [name for name in SPLITS if len(splits[name].labels) == 0]
+    if empty:
+        raise UserError(f"{settings.path or settings.source}: the {empty[0]} split is empty with "
+                        f"{len(clean.labels)} images; use more images or larger data.val_fraction/test_fraction")
+
+    write = write_tfrecords if settings.stream else write_arrays
     summary = {
         "source": settings.source,
-        "class_names": list(source.class_names),
-        "image_shape": list(source.images.shape[1:]),
-        "splits": {name: _describe(splits[name], source.class_names) for name in SPLITS},
+        "format": "tfrecord" if settings.stream else "arrays",
+        "class_names": list(clean.class_names),
+        "image_shape": list(clean.images.shape[1:]),
+        "splits": {},
     }
-    summary["content_hash"] = _combined_hash(summary["splits"])
     with atomic.atomic_directory(out_dir) as tmp:
         for name in SPLITS:
-            write_split(tmp, name, splits[name])
-        (tmp / "summary.json").write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
+            files = write(tmp, name, splits[name])
+            summary["splits"][name] = {**_describe(splits[name], clean.class_names), "files": files}
+        summary["content_hash"] = hashlib.sha256(
+            "".join(summary["splits"][n]["sha256"] for n in SPLITS).encode()).hexdigest()
+        _write_json(tmp / "summary.json", summary)
+        _write_json(tmp / "stats.json", _stats(splits, clean.class_names))
+        _manifest(clean, split_of).to_parquet(tmp / "manifest.parquet", index=False)
     return summary
+
+
+def _write_json(path: Path, data: dict) -> None:
+    path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
 
 
 def _describe(split: Split, class_names: tuple[str, ...]) -> dict:
     counts = np.bincount(split.labels, minlength=len(class_names))
+    return {"count": int(len(split.labels)),
+            "per_class": {name: int(n) for name, n in zip(class_names, counts)},
+            "sha256": split.sha256()}
+
+
+def _stats(splits: dict[str, Split], class_names: tuple[str, ...]) -> dict:
+    """Counts per class and split; the train set's per-channel mean and std on the 0..1 scale."""
+    train = splits["train"].images
+    channels = train.shape[-1]
+    pixels = train.reshape(-1, channels).astype(np.float64) / 255.0
     return {
-        "count": int(len(split.labels)),
-        "per_class": {name: int(n) for name, n in zip(class_names, counts)},
-        "sha256": split.sha256(),
+        "counts": {name: _describe(split, class_names)["per_class"] for name, split in splits.items()},
+        "train_mean": [round(float(v), 6) for v in pixels.mean(axis=0)],
+        "train_std": [round(float(v), 6) for v in pixels.std(axis=0)],
     }
 
 
-def _combined_hash(splits: dict) -> str:
-    return hashlib.sha256("".join(splits[name]["sha256"] for name in SPLITS).encode()).hexdigest()
+def _manifest(examples: Examples, split_of: np.ndarray) -> pd.DataFrame:
+    return pd.DataFrame({
+        "path": examples.paths,
+        "label": [examples.class_names[i] for i in examples.labels],
+        "label_index": examples.labels,
+        "split": split_of,
+        "sha256": examples.hashes,
+        "width": [w for w, _ in examples.sizes],
+        "height": [h for _, h in examples.sizes],
+    })

@@ -1,22 +1,18 @@
-"""Dataset sources: each returns raw uint8 images (N, H, W, C), integer labels and class names."""
+"""Dataset sources by `data.source`; each returns `Examples` in the image policy's shape."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import hashlib
 
 import numpy as np
+from PIL import Image
 
 from resnet_mlops.config import DataSettings
+from resnet_mlops.data.examples import Examples
+from resnet_mlops.data.images import to_pixels
 
 
-@dataclass(frozen=True)
-class LabelledImages:
-    images: np.ndarray  # uint8, (N, H, W, C)
-    labels: np.ndarray  # int64, (N,)
-    class_names: tuple[str, ...]
-
-
-def load_digits() -> LabelledImages:
+def load_digits(settings: DataSettings) -> Examples:
     """scikit-learn's bundled handwritten digits: 1,797 real 8x8 grey images, offline.
 
     Their pixels are 0..16; they are rescaled to the full 0..255 range so that every
@@ -25,13 +21,28 @@ def load_digits() -> LabelledImages:
     from sklearn.datasets import load_digits as sklearn_digits
 
     bunch = sklearn_digits()
-    images = np.rint(bunch.images * (255.0 / 16.0)).astype(np.uint8)[..., np.newaxis]
-    names = tuple(str(n) for n in bunch.target_names)
-    return LabelledImages(images=images, labels=bunch.target.astype(np.int64), class_names=names)
+    images = np.rint(bunch.images * (255.0 / 16.0)).astype(np.uint8)
+    if (settings.image_size, settings.channels) == (8, 1):
+        images = images[..., np.newaxis]
+    else:
+        images = np.stack([to_pixels(Image.fromarray(x), settings.image_size, settings.channels) for x in images])
+    count = len(images)
+    return Examples(
+        images=images, labels=bunch.target.astype(np.int64),
+        class_names=tuple(str(n) for n in bunch.target_names),
+        paths=[f"sklearn-digits#{i}" for i in range(count)],
+        hashes=[hashlib.sha256(x.tobytes()).hexdigest() for x in images],
+        sizes=[(8, 8)] * count, split_hints=[None] * count,
+    )
 
 
-_SOURCES = {"digits": load_digits}
+def load_source(settings: DataSettings) -> Examples:
+    if settings.source == "cifar10":
+        from resnet_mlops.data.cifar10 import load_cifar10
 
+        return load_cifar10(settings)
+    if settings.source == "folder":
+        from resnet_mlops.data.folder import load_folder
 
-def load_source(settings: DataSettings) -> LabelledImages:
-    return _SOURCES[settings.source]()
+        return load_folder(settings)
+    return load_digits(settings)

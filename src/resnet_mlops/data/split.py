@@ -1,9 +1,14 @@
-"""A deterministic, seeded, stratified train/val/test split.
+"""The split: a function of each image's content hash and the seed, and nothing else.
 
-Within each class, examples are ordered by a hash of (seed, image bytes) and the
-first `test_fraction` of them go to test, the next `val_fraction` to val. The
-order depends only on content and seed, never on file order or on the random
-state of the process, so the same data and seed always give the same split.
+Each image draws u = sha256(seed, content hash) as a number in [0, 1); it goes
+to test when u < test_fraction, to val when u < test_fraction + val_fraction,
+else to train. So the same data and seed always give the same split, adding
+images never moves an existing one, and identical images always land together
+(no leakage by duplication). The split is stratified: every class is cut at the
+same thresholds, so each gets its fractions up to sampling noise.
+
+A source with its own test set (CIFAR-10's test batch, a `test/` folder) keeps
+it: those images stay in test, and val is drawn from the rest with the same rule.
 """
 
 from __future__ import annotations
@@ -15,23 +20,24 @@ import numpy as np
 SPLITS = ("train", "val", "test")
 
 
-def example_hashes(images: np.ndarray) -> list[str]:
-    return [hashlib.sha256(image.tobytes()).hexdigest() for image in images]
+def draw(seed: int, content_hash: str) -> float:
+    digest = hashlib.sha256(f"{seed}:{content_hash}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2.0 ** 64
 
 
-def stratified_split(labels: np.ndarray, hashes: list[str], seed: int,
-                     val_fraction: float, test_fraction: float) -> dict[str, np.ndarray]:
-    """Indices of each split, every class divided in the same proportions."""
-    def key(index: int) -> tuple[str, int]:
-        # The index breaks ties between identical images, keeping the order total.
-        return hashlib.sha256(f"{seed}:{hashes[index]}".encode()).hexdigest(), index
-
-    chosen: dict[str, list[int]] = {name: [] for name in SPLITS}
-    for label in np.unique(labels):
-        members = sorted(np.flatnonzero(labels == label).tolist(), key=key)
-        n_test = round(len(members) * test_fraction)
-        n_val = round(len(members) * val_fraction)
-        chosen["test"] += members[:n_test]
-        chosen["val"] += members[n_test:n_test + n_val]
-        chosen["train"] += members[n_test + n_val:]
-    return {name: np.array(sorted(idx), dtype=np.int64) for name, idx in chosen.items()}
+def assign(hashes: list[str], hints: list[str | None], seed: int,
+           val_fraction: float, test_fraction: float) -> np.ndarray:
+    """The split name of every image."""
+    names = []
+    for content_hash, hint in zip(hashes, hints):
+        if hint in ("test", "val"):
+            names.append(hint)
+            continue
+        u = draw(seed, content_hash)
+        if hint == "train":  # the source fixed test: val is a share of the rest
+            names.append("val" if u < val_fraction else "train")
+        elif u < test_fraction:
+            names.append("test")
+        else:
+            names.append("val" if u < test_fraction + val_fraction else "train")
+    return np.array(names)

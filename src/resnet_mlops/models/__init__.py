@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from resnet_mlops.models.catalog import MODEL_NAMES, InvalidModelOption, validate
 from resnet_mlops.models.inspect import BlockInfo, residual_blocks
-from resnet_mlops.models.summary import count_macs, describe
+from resnet_mlops.models.saving import load_model
+from resnet_mlops.models.summary import count_macs, describe, trainable_params
 from resnet_mlops.models.transfer import load_keras_applications_weights
 
 __all__ = [
@@ -22,6 +23,7 @@ __all__ = [
     "load_keras_applications_weights",
     "load_model",
     "residual_blocks",
+    "trainable_params",
     "validate",
 ]
 
@@ -51,22 +53,3 @@ def build_model(name, input_shape, num_classes, **options):
     config = resolve(name, options, input_shape=input_shape, num_classes=num_classes, building=True)
     return build(config)
 
-
-def load_model(path, **kwargs):
-    """Load a ``.keras`` file saved from one of these models, in any process.
-
-    Registers the custom layers (by importing them) and makes room for deep
-    graphs (see :func:`resnet_mlops.models.resnet.allow_deep_graph`) before
-    ``keras.saving.load_model(path, **kwargs)``.
-    """
-    import json
-    import zipfile
-
-    import keras
-
-    from resnet_mlops.models import layers  # noqa: F401  (registers the custom layers)
-    from resnet_mlops.models.resnet import allow_deep_graph
-
-    with zipfile.ZipFile(path) as archive:
-        allow_deep_graph(len(json.loads(archive.read("config.json"))["config"]["layers"]))
-    return keras.saving.load_model(path, **kwargs)

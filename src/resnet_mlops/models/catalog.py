@@ -7,6 +7,7 @@ Pure Python on purpose: config validation imports this module to reject a bad
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from numbers import Real
 
@@ -109,6 +110,14 @@ def option_defaults(arch: Architecture) -> dict:
     return defaults
 
 
+# Blocks per stage n follow from the depth: 3 stages of n blocks of 2 (basic) or 3 (bottleneck)
+# convolutions, plus the first convolution and the classifier.
+_DEPTH_RULES = {
+    "cifar": (6, "CIFAR ResNet depth", "6n+2 (8, 14, 20, 32, ...)"),
+    "preact_cifar": (9, "pre-activation CIFAR ResNet depth", "9n+2 (11, 20, 29, ..., 164, 1001)"),
+}
+
+
 @dataclass(frozen=True)
 class ModelConfig:
     """A validated request: the architecture, every option filled in, and the input."""
@@ -124,11 +133,10 @@ class ModelConfig:
         return self.options["depth"]
 
     def blocks_per_stage(self) -> tuple[int, ...]:
-        if self.arch.family == "cifar":
-            return ((self.depth - 2) // 6,) * 3
-        if self.arch.family == "preact_cifar":
-            return ((self.depth - 2) // 9,) * 3
-        return self.arch.stages
+        if self.arch.stages:
+            return self.arch.stages
+        step = _DEPTH_RULES[self.arch.family][0]
+        return ((self.depth - 2) // step,) * 3
 
 
 def resolve(name, options=None, *, input_shape=None, num_classes=None, building=False) -> ModelConfig:
@@ -139,6 +147,8 @@ def resolve(name, options=None, *, input_shape=None, num_classes=None, building=
     defaults filled in; raises :class:`InvalidModelOption` at the first problem.
     """
     arch = _check_name(name)
+    if not isinstance(options, Mapping | None):
+        raise InvalidModelOption("options", options, f"model options must be a mapping, got {options!r}")
     options = dict(options or {})
     defaults = option_defaults(arch)
     for key in options:
@@ -172,25 +182,17 @@ def validate(name, options=None, *, input_shape=None, num_classes=None) -> None:
 
 
 def _check_name(name) -> Architecture:
-    if name not in ARCHITECTURES:
+    if not isinstance(name, str) or name not in ARCHITECTURES:
         raise InvalidModelOption(
             "name", name, f"unknown model name {name!r}; choose one of: {', '.join(MODEL_NAMES)}"
         )
     return ARCHITECTURES[name]
 
 
-# Blocks per stage n follow from the depth: 3 stages of n blocks of 2 (basic) or 3 (bottleneck)
-# convolutions, plus the first convolution and the classifier.
-_DEPTH_RULES = {
-    "cifar": (6, "CIFAR ResNet depth", "6n+2 (8, 14, 20, 32, ...)"),
-    "preact_cifar": (9, "pre-activation CIFAR ResNet depth", "9n+2 (11, 20, 29, ..., 164, 1001)"),
-}
-
-
 def _check_depth(name: str, arch: Architecture, depth) -> int:
     if arch.depth is not None:
         if depth is not None and depth != arch.depth:
-            generic = {"cifar": "resnet_cifar", "preact_cifar": "preact_resnet_cifar"}.get(arch.family)
+            generic = next((n for n, a in ARCHITECTURES.items() if a.family == arch.family and a.depth is None), None)
             hint = f" (use {generic!r} with depth={depth!r} for other depths)" if generic else ""
             raise InvalidModelOption("depth", depth, f"{name} has depth {arch.depth}, got depth={depth!r}{hint}")
         return arch.depth
@@ -242,9 +244,9 @@ def _check_choice(key, choices):
 def _check_stats(key):
     """``mean``/``std``: None, a number, or one number per channel (channels checked with the input)."""
     def check(value):
-        values = value if isinstance(value, (list, tuple)) else [value]
         if value is None:
             return
+        values = value if isinstance(value, (list, tuple)) else [value]
         if not values or not all(_is_number(v) for v in values):
             raise InvalidModelOption(
                 key, value, f"{key} must be a number or a list of one number per channel, got {value!r}"

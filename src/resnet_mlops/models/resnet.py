@@ -20,15 +20,15 @@ CIFAR_WIDTHS = (16, 32, 64)
 IMAGENET_WIDTHS = (64, 128, 256, 512)
 
 
-def allow_deep_graph(layers: int) -> None:
-    """Raise Python's recursion limit (never lower it) so Keras can map a graph ``layers`` deep.
+def allow_deep_graph(layer_count: int) -> None:
+    """Raise Python's recursion limit (never lower it) so Keras can map a graph of ``layer_count`` layers.
 
     Keras maps a functional graph recursively, about one Python frame per
     layer, when it builds or loads a model: resnet1202 has some 4,200 layers,
     far past Python's default limit of 1,000. The limit stays raised so that
     later sub-models or clones of the same graph work too.
     """
-    sys.setrecursionlimit(max(sys.getrecursionlimit(), 2 * layers + 1000))
+    sys.setrecursionlimit(max(sys.getrecursionlimit(), 2 * layer_count + 1000))
 
 
 def build(config: ModelConfig) -> keras.Model:

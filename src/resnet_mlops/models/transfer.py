@@ -36,11 +36,17 @@ def load_keras_applications_weights(model, source) -> list[str]:
     for missing, where in ((set(theirs) - set(ours), model.name), (set(ours) - set(theirs), source.name)):
         missing.discard(CLASSIFIER)
         if missing:
-            raise ValueError(f"{where} has no layer {sorted(missing)[0]!r} (and {len(missing) - 1} more): not the same architecture")
+            raise ValueError(
+                f"{where} has no layer {sorted(missing)[0]!r} (and {len(missing) - 1} more): "
+                "not the same architecture"
+            )
     pairs = {name: (ours[name], theirs[name]) for name in ours.keys() & theirs.keys()}
     for name, (mine, other) in pairs.items():
         if name != CLASSIFIER and _shapes(mine) != _shapes(other):
-            raise ValueError(f"layer {name!r} has weight shapes {_shapes(mine)} in {model.name} but {_shapes(other)} in {source.name}")
+            raise ValueError(
+                f"layer {name!r} has weight shapes {_shapes(mine)} in {model.name} "
+                f"but {_shapes(other)} in {source.name}"
+            )
     kept = []
     for name, (mine, other) in pairs.items():
         if _shapes(mine) == _shapes(other):

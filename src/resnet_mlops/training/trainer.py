@@ -11,7 +11,8 @@ import numpy as np
 
 from resnet_mlops import atomic, serving, tracking
 from resnet_mlops.config import ModelSettings, Params, TrainSettings, flatten
-from resnet_mlops.data.prepared import read_split, read_summary
+from resnet_mlops.data.pipeline import training_data
+from resnet_mlops.data.prepared import Split, read_split, read_summary
 from resnet_mlops.models import build_model
 from resnet_mlops.project import Layout
 from resnet_mlops.training.callbacks import MlflowEpochLogger
@@ -28,7 +29,9 @@ def train(params: Params, layout: Layout) -> dict:
     model_settings: ModelSettings = params.model
     settings: TrainSettings = params.train
     summary = read_summary(layout.prepared)
-    train_split, val_split = read_split(layout.prepared, "train"), read_split(layout.prepared, "val")
+    train_data = training_data(layout.prepared, "train", settings.batch_size, params.seed)
+    val_split = read_split(layout.prepared, "val")
+    train_count = summary["splits"]["train"]["count"]
 
     keras.utils.set_random_seed(params.seed)
     model = build_model(model_settings.name, tuple(summary["image_shape"]), len(summary["class_names"]),
@@ -40,18 +43,18 @@ def train(params: Params, layout: Layout) -> dict:
         mlflow.log_params(flatten(params.raw))
         mlflow.set_tags(tracking.lineage_tags(summary, str(layout.prepared)))
         mlflow.set_tag("model.trainable_params", str(_trainable_params(model)))
+        inputs = ((train_data.images, train_data.labels) if isinstance(train_data, Split) else (train_data, None))
         history = model.fit(
-            train_split.images, train_split.labels,
-            validation_data=(val_split.images, val_split.labels),
-            epochs=settings.epochs, batch_size=settings.batch_size, shuffle=True,
-            callbacks=[MlflowEpochLogger(len(train_split.labels))],
+            *inputs, validation_data=(val_split.images, val_split.labels),
+            epochs=settings.epochs, batch_size=settings.batch_size if isinstance(train_data, Split) else None,
+            shuffle=True, callbacks=[MlflowEpochLogger(train_count)],
             verbose=1 if sys.stdout.isatty() else 2,
         )
         with atomic.atomic_path(layout.model_file) as tmp:
             model.save(tmp)
         _write_history(layout, history.history)
         mlflow.log_artifact(str(layout.history), artifact_path="reports")
-        sample = train_split.images[:2]
+        sample = val_split.images[:2]
         signature = mlflow.models.infer_signature(sample, model.predict(sample, verbose=0))
         mlflow.keras.log_model(model, name="keras_model", signature=signature,
                                pip_requirements=serving.requirements())

@@ -1,0 +1,133 @@
+"""Read the files of a folder, a .tar/.tar.gz/.tgz or a .zip the same way, without extracting to disk.
+
+Entries are yielded in a stable order with a POSIX path relative to the root.
+Unsafe entries are yielded too, as `Entry`s with an `unsafe` reason and no
+data, so the validation policy (quarantine or fail) decides what to do: an
+absolute path, a `..` component, or a link that resolves outside the archive
+(tar slip). Such an entry is never read.
+"""
+
+from __future__ import annotations
+
+import os
+import posixpath
+import stat
+import tarfile
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterator
+
+from resnet_mlops.errors import UserError
+
+ARCHIVE_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".zip")
+
+
+@dataclass(frozen=True)
+class Entry:
+    path: str                      # relative POSIX path inside the folder or archive
+    read: Callable[[], bytes] | None
+    unsafe: str | None = None      # why the entry must not be read
+    is_dir: bool = False           # folders are listed too, so an empty class folder is seen
+
+
+def is_archive(path: Path) -> bool:
+    return path.is_file() and path.name.lower().endswith(ARCHIVE_SUFFIXES)
+
+
+def entries(root: str | Path) -> Iterator[Entry]:
+    """Every file and folder under `root` (a folder or an archive), in a stable order."""
+    root = Path(root)
+    if root.is_dir():
+        yield from _folder_entries(root)
+    elif not root.exists():
+        raise UserError(f"{root}: no such file or folder")
+    elif root.name.lower().endswith(".zip"):
+        yield from _zip_entries(root)
+    elif root.name.lower().endswith((".tar", ".tar.gz", ".tgz")):
+        yield from _tar_entries(root)
+    else:
+        raise UserError(f"{root}: not a folder nor a .tar, .tar.gz, .tgz or .zip archive")
+
+
+def _unsafe_name(name: str) -> str | None:
+    if name.startswith("/") or (len(name) > 1 and name[1] == ":"):
+        return "absolute path"
+    if ".." in name.split("/"):
+        return "'..' in the path (would escape the archive)"
+    return None
+
+
+def _link_escapes(member_name: str, target: str) -> bool:
+    if target.startswith("/"):
+        return True
+    resolved = posixpath.normpath(posixpath.join(posixpath.dirname(member_name), target))
+    return resolved == ".." or resolved.startswith("../")
+
+
+def _tar_entries(path: Path) -> Iterator[Entry]:
+    try:
+        archive = tarfile.open(path, "r:*")
+    except (tarfile.TarError, OSError) as exc:
+        raise UserError(f"{path}: cannot open the archive ({exc})") from None
+    with archive:
+        try:
+            for member in archive:
+                name = member.name.removeprefix("./")
+                unsafe = _unsafe_name(name)
+                if unsafe is None and (member.issym() or member.islnk()):
+                    target = member.linkname
+                    escapes = _link_escapes(name, target) if member.issym() else _unsafe_name(target) is not None
+                    if escapes:
+                        unsafe = f"link to {target!r}, outside the archive"
+                if unsafe:
+                    yield Entry(name, None, unsafe)
+                elif member.isdir():
+                    yield Entry(name.rstrip("/"), None, is_dir=True)
+                elif member.isfile() or member.issym() or member.islnk():
+                    yield Entry(name, _tar_reader(archive, member))
+        except (tarfile.TarError, EOFError, OSError) as exc:
+            raise UserError(f"{path}: the archive is corrupt or truncated ({exc})") from None
+
+
+def _tar_reader(archive: tarfile.TarFile, member: tarfile.TarInfo) -> Callable[[], bytes]:
+    def read() -> bytes:
+        handle = archive.extractfile(member)
+        return handle.read() if handle is not None else b""
+    return read
+
+
+def _zip_entries(path: Path) -> Iterator[Entry]:
+    try:
+        archive = zipfile.ZipFile(path)
+    except (zipfile.BadZipFile, OSError) as exc:
+        raise UserError(f"{path}: cannot open the archive ({exc})") from None
+    with archive:
+        for info in archive.infolist():
+            if info.is_dir():
+                yield Entry(info.filename.rstrip("/"), None, is_dir=True)
+                continue
+            unsafe = _unsafe_name(info.filename)
+            if unsafe is None and stat.S_ISLNK(info.external_attr >> 16):
+                target = archive.read(info).decode(errors="replace")
+                unsafe = f"link to {target!r}" + (", outside the archive" if _link_escapes(info.filename, target) else
+                                                  " (links in zip archives are not followed)")
+            if unsafe:
+                yield Entry(info.filename, None, unsafe)
+            else:
+                yield Entry(info.filename, lambda info=info: archive.read(info))
+
+
+def _folder_entries(root: Path) -> Iterator[Entry]:
+    real_root = root.resolve()
+    for folder, dirs, files in os.walk(root):
+        dirs.sort()
+        for name in dirs:
+            yield Entry(Path(folder, name).relative_to(root).as_posix(), None, is_dir=True)
+        for name in sorted(files):
+            full = Path(folder, name)
+            relative = full.relative_to(root).as_posix()
+            if full.is_symlink() and not full.resolve().is_relative_to(real_root):
+                yield Entry(relative, None, f"link to {os.readlink(full)!r}, outside the folder")
+            elif full.is_file():
+                yield Entry(relative, full.read_bytes)

@@ -1,0 +1,39 @@
+"""What every source hands to validation and the split: decoded images with their provenance."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong with the input, as listed in reports/data_validation.json."""
+
+    kind: str    # e.g. "undecodable", "duplicate", "unsafe_entry", "empty_class"
+    path: str    # the file (or class folder) it concerns
+    detail: str
+
+    def sentence(self) -> str:
+        return f"{self.path}: {self.kind.replace('_', ' ')} ({self.detail})"
+
+
+@dataclass
+class Examples:
+    """Images in file order. `split_hints[i]` is the split a source fixed (its own test set), or None."""
+
+    images: np.ndarray               # uint8 (N, H, W, C)
+    labels: np.ndarray               # int64 (N,), index into class_names
+    class_names: tuple[str, ...]
+    paths: list[str]
+    hashes: list[str]                # sha256 of the original file bytes (or of the pixels)
+    sizes: list[tuple[int, int]]     # original (width, height)
+    split_hints: list[str | None]
+    problems: list[Problem] = field(default_factory=list)  # found while reading; already excluded
+
+    def subset(self, keep: np.ndarray) -> "Examples":
+        index = np.flatnonzero(keep) if keep.dtype == bool else keep
+        pick = lambda values: [values[i] for i in index]
+        return Examples(self.images[index], self.labels[index], self.class_names, pick(self.paths),
+                        pick(self.hashes), pick(self.sizes), pick(self.split_hints), list(self.problems))
