@@ -65,7 +65,9 @@ def test_option_b_adds_only_the_projections():
     assert trainable_params(b) - trainable_params(a) == (16 * 32 + 2 * 32) + (32 * 64 + 2 * 64)
 
 
-@pytest.mark.parametrize(("shape", "classes"), [((8, 8, 1), 10), ((32, 32, 3), 10), ((32, 32, 3), 100)])
+@pytest.mark.parametrize(
+    ("shape", "classes"), [((8, 8, 1), 10), ((28, 28, 1), 10), ((32, 32, 3), 10), ((32, 32, 3), 100), ((224, 224, 3), 10)]
+)
 def test_output_shape_and_probabilities(shape, classes):
     model = build_model("resnet20", shape, classes)
     pixels = np.random.default_rng(0).integers(0, 256, size=(2, *shape), dtype=np.uint8)

@@ -29,7 +29,7 @@ def _applications(name):
         ("resnet18", (224, 224, 3), {}, (None, 1000)),
         ("resnet34", (32, 32, 1), {}, (None, 1000)),
         ("resnet50", (224, 224, 3), {"include_top": False}, (None, 7, 7, 2048)),
-        ("resnet50", (28 * 4, 28 * 4, 1), {"include_top": False, "pooling": "avg"}, (None, 2048)),
+        ("resnet50", (112, 112, 1), {"include_top": False, "pooling": "avg"}, (None, 2048)),
         ("resnet101v2", (64, 48, 3), {"include_top": False, "pooling": "max"}, (None, 2048)),
         ("resnet18", (33, 47, 3), {"include_top": False}, (None, 2, 2, 512)),
     ],

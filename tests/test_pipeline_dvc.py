@@ -99,3 +99,38 @@ def test_dvc_exp_run_temp_logs_to_the_repository_store(project_repo):
     assert len(runs) == 2
     assert sorted(r.data.params["train.epochs"] for r in runs) == ["1", "2"]
     assert not list((repo / ".dvc" / "tmp").rglob("mlflow.db"))  # nothing landed inside the temp copy
+
+
+def test_dvc_repro_on_a_dvc_tracked_image_archive(project_repo, tiny_params):
+    """data.source: folder on an archive under data/raw (tracked with `dvc add`), streamed from shards."""
+    import tarfile
+
+    from test_folder_source import good_tree, image_bytes
+
+    repo = project_repo
+    images = good_tree(repo.parent / "images", per_class=12)
+    with tarfile.open(repo / "data/raw/shapes.tar.gz", "w:gz") as archive:
+        archive.add(images, arcname="shapes")
+    run(["dvc", "add", "data/raw/shapes.tar.gz"], repo)
+    tiny_params["data"] = {"source": "folder", "path": "data/raw/shapes.tar.gz", "image_size": 16,
+                           "val_fraction": 0.2, "test_fraction": 0.2, "stream": True}
+    write_params(repo, tiny_params)
+
+    assert ran_stages(repro(repo)) == {"prepare", "train", "evaluate", "register"}
+    summary = json.loads((repo / "data/prepared/summary.json").read_text())
+    assert summary["format"] == "tfrecord" and summary["class_names"] == ["cat", "dog", "owl"]
+    validation = json.loads((repo / "reports/data_validation.json").read_text())
+    assert validation["kept"] == 36 and validation["problems"] == []
+    metrics = json.loads((repo / "reports/metrics.json").read_text())
+    assert metrics["test_examples"] == summary["splits"]["test"]["count"]
+    client = MlflowClient(tracking_uri=f"sqlite:///{repo.resolve()}/mlflow.db")
+    run_id = json.loads((repo / "models/run.json").read_text())["run_id"]
+    inputs = client.get_run(run_id).inputs.dataset_inputs
+    assert inputs and inputs[0].dataset.digest == client.get_run(run_id).data.tags["data.dvc_hash"][:36]
+
+    # A new image in the tracked archive reruns prepare (and what follows).
+    (images / "owl" / "new.png").write_bytes(image_bytes("PNG", seed=777))
+    with tarfile.open(repo / "data/raw/shapes.tar.gz", "w:gz") as archive:
+        archive.add(images, arcname="shapes")
+    run(["dvc", "add", "data/raw/shapes.tar.gz"], repo)
+    assert "prepare" in ran_stages(repro(repo))

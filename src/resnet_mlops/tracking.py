@@ -83,6 +83,17 @@ def lineage_tags(data_summary: dict, prepared_dir: str) -> dict[str, str]:
     return tags
 
 
+def log_prepared_dataset(prepared_dir: str, data_summary: dict) -> None:
+    """Record data/prepared as the run's training dataset, identified by its DVC hash."""
+    from mlflow.data.dataset_source_registry import resolve_dataset_source
+    from mlflow.data.meta_dataset import MetaDataset
+
+    digest = dvc_output_hash(prepared_dir) or data_summary["content_hash"]
+    source = resolve_dataset_source(Path(prepared_dir).resolve().as_uri())
+    dataset = MetaDataset(source, name=f"prepared-{data_summary['source']}", digest=digest[:36])
+    mlflow.log_input(dataset, context="training")
+
+
 @contextmanager
 def new_run(experiment: str, run_file: Path, run_name: str | None = None) -> Iterator[tuple]:
     """Open the execution's run; yield it with a dict the body may add to.

@@ -14,6 +14,7 @@ import posixpath
 import stat
 import tarfile
 import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
@@ -68,7 +69,7 @@ def _link_escapes(member_name: str, target: str) -> bool:
 def _tar_entries(path: Path) -> Iterator[Entry]:
     try:
         archive = tarfile.open(path, "r:*")
-    except (tarfile.TarError, OSError) as exc:
+    except (tarfile.TarError, EOFError, OSError, zlib.error) as exc:
         raise UserError(f"{path}: cannot open the archive ({exc})") from None
     with archive:
         try:
@@ -85,15 +86,18 @@ def _tar_entries(path: Path) -> Iterator[Entry]:
                 elif member.isdir():
                     yield Entry(name.rstrip("/"), None, is_dir=True)
                 elif member.isfile() or member.issym() or member.islnk():
-                    yield Entry(name, _tar_reader(archive, member))
-        except (tarfile.TarError, EOFError, OSError) as exc:
+                    yield Entry(name, _tar_reader(path, archive, member))
+        except (tarfile.TarError, EOFError, OSError, zlib.error) as exc:
             raise UserError(f"{path}: the archive is corrupt or truncated ({exc})") from None
 
 
-def _tar_reader(archive: tarfile.TarFile, member: tarfile.TarInfo) -> Callable[[], bytes]:
+def _tar_reader(path: Path, archive: tarfile.TarFile, member: tarfile.TarInfo) -> Callable[[], bytes]:
     def read() -> bytes:
-        handle = archive.extractfile(member)
-        return handle.read() if handle is not None else b""
+        try:
+            handle = archive.extractfile(member)
+            return handle.read() if handle is not None else b""
+        except (tarfile.TarError, EOFError, OSError, zlib.error) as exc:
+            raise UserError(f"{path}: the archive is corrupt or truncated at {member.name} ({exc})") from None
     return read
 
 

@@ -100,7 +100,8 @@ def _place(parts: list[str], predefined: bool, fixed_split: str | None) -> tuple
 def _read_tree(root: str, fixed_split: str | None, policy: _Policy, pool) -> tuple[list, list[str], list[Problem]]:
     reader = _Reader(root)
     decoded = [row for chunk in pool.imap(_decode_chunk, reader.chunks(policy)) for row in chunk]
-    files = [row[0] for row in decoded] + [p.path for p in reader.problems]
+    # Unsafe entries (absolute, '..') say nothing about the layout.
+    files = [row[0] for row in decoded] + [p.path for p in reader.problems if p.kind != "unsafe_entry"]
     skip = _strip_common_top(files, reader.folders)
     trimmed = lambda path: path.split("/")[skip:]
     all_paths = files + reader.folders
@@ -132,9 +133,14 @@ def load_folder(settings: DataSettings) -> Examples:
     with multiprocessing.get_context("fork").Pool(workers) as pool:
         for root, fixed_split in trees:
             tree_rows, tree_classes, tree_problems = _read_tree(root, fixed_split, policy, pool)
-            rows += [(f"{root}:{r[0]}" if fixed_split else r[0], *r[1:]) for r in tree_rows]
+            if fixed_split:
+                tree_rows = [(f"{root}:{r[0]}", *r[1:]) for r in tree_rows]
+            elif settings.test_path:  # a separate test set given: nothing else may be drawn into test
+                tree_rows = [(*r[:4], r[4] or "train", r[5]) for r in tree_rows]
+            rows += tree_rows
             problems += tree_problems
             classes.update(tree_classes)
+    rows.sort(key=lambda row: row[0])  # the dataset must not depend on the order of entries in an archive
     class_names = tuple(sorted(classes))
     index = {name: i for i, name in enumerate(class_names)}
     shape = (0, settings.image_size, settings.image_size, settings.channels)

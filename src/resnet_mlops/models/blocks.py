@@ -124,7 +124,8 @@ def preact_bottleneck_block(x, filters, stride, name, make: LayerFactory):
     so the shortcut path is a pure identity. A shape change projects the
     pre-activated input with a 1x1 convolution (as the paper's code does); a
     stride without a shape change subsamples the input. Layer for layer
-    keras.applications' ``residual_block_v2``, with the stride on the 3x3.
+    keras.applications' ``residual_block_v2``, with the stride on the 3x3
+    (the paper's Torch code strides the first 1x1; the parameters are the same).
     With ``zero_init_residual`` the last convolution (no batch norm follows it)
     starts at zero.
     """

@@ -72,7 +72,7 @@ def _trace(tensor, members):
     """
     path = []
     while True:
-        layer = tensor._keras_history.operation
+        layer = tensor._keras_history.operation  # the layer that produced this symbolic tensor
         if id(layer) not in members:
             return tensor, path[::-1]
         path.append(layer)

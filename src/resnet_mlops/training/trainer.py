@@ -42,6 +42,7 @@ def train(params: Params, layout: Layout) -> dict:
     with tracking.new_run(params.experiment, layout.run_file, run_name=model_settings.name) as (run, run_record):
         mlflow.log_params(flatten(params.raw))
         mlflow.set_tags(tracking.lineage_tags(summary, str(layout.prepared)))
+        tracking.log_prepared_dataset(str(layout.prepared), summary)
         mlflow.set_tag("model.trainable_params", str(_trainable_params(model)))
         inputs = ((train_data.images, train_data.labels) if isinstance(train_data, Split) else (train_data, None))
         history = model.fit(

@@ -1,0 +1,231 @@
+"""The `folder` source on generated files: formats, archives read in place, every kind of bad input."""
+
+from __future__ import annotations
+
+import io
+import json
+import shutil
+import tarfile
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from resnet_mlops.config import load_params
+from resnet_mlops.data.prepare import prepare
+from resnet_mlops.data.prepared import read_split
+from resnet_mlops.errors import UserError
+from conftest import write_params
+
+def image_bytes(fmt: str, size=(20, 20), mode="RGB", seed=None) -> bytes:
+    pixels = np.random.default_rng(seed).integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)
+    image = Image.fromarray(pixels).convert(mode)
+    buffer = io.BytesIO()
+    image.save(buffer, format=fmt)
+    return buffer.getvalue()
+
+
+def good_tree(root: Path, per_class: int = 6) -> Path:
+    """Three classes, every supported format and several modes and sizes."""
+    formats = [("JPEG", "RGB", ".jpg"), ("PNG", "RGBA", ".png"), ("BMP", "L", ".bmp"),
+               ("GIF", "P", ".gif"), ("WEBP", "RGB", ".webp"), ("PNG", "LA", ".png")]
+    seed = 0
+    for name in ("cat", "dog", "owl"):
+        (root / name).mkdir(parents=True)
+        for i in range(per_class):
+            fmt, mode, ext = formats[i % len(formats)]
+            size = (20 + 7 * i, 16 + 3 * i)
+            (root / name / f"{i:03d}{ext}").write_bytes(image_bytes(fmt, size, mode, seed=seed))
+            seed += 1
+    return root
+
+
+def settings_for(tmp_path, tiny_params, path, **data):
+    tiny_params["data"] = {"source": "folder", "path": str(path), "image_size": 16, "channels": 3,
+                           "val_fraction": 0.2, "test_fraction": 0.2, "workers": 2, **data}
+    return load_params(write_params(tmp_path, tiny_params)).data
+
+
+def run_prepare(tmp_path, settings, name="out"):
+    report = tmp_path / f"{name}.json"
+    summary = prepare(settings, 3, tmp_path / name, report)
+    return summary, json.loads(report.read_text())
+
+
+def add_bad_files(root: Path) -> dict[str, str]:
+    """Each bad input the validation must catch; returns path -> expected problem kind."""
+    jpeg = image_bytes("JPEG", (40, 40), seed=99)
+    (root / "cat" / "truncated.jpg").write_bytes(jpeg[: len(jpeg) // 2])
+    (root / "cat" / "text.png").write_text("this is not a picture\n")
+    (root / "cat" / "zero.jpg").write_bytes(b"")
+    (root / "cat" / "notes.txt").write_text("labels are folder names\n")
+    (root / "dog" / "tiny.png").write_bytes(image_bytes("PNG", (4, 4), seed=98))
+    (root / "dog" / "huge.png").write_bytes(image_bytes("PNG", (60, 60), seed=97))
+    shutil.copy(root / "dog" / "000.jpg", root / "dog" / "copy-of-000.jpg")
+    shutil.copy(root / "owl" / "001.png", root / "cat" / "owl-in-cat-folder.png")
+    (root / "empty_class").mkdir()
+    (root / "lonely").mkdir()
+    (root / "lonely" / "only.jpg").write_bytes(image_bytes("JPEG", seed=96))
+    return {
+        "cat/truncated.jpg": "undecodable", "cat/text.png": "undecodable", "cat/zero.jpg": "empty_file",
+        "cat/notes.txt": "not_an_image", "dog/tiny.png": "too_small", "dog/huge.png": "too_many_pixels",
+        "dog/copy-of-000.jpg": "duplicate", "cat/owl-in-cat-folder.png": "conflicting_labels",
+        "owl/001.png": "conflicting_labels", "empty_class": "empty_class", "lonely/only.jpg": "single_example_class",
+    }
+
+
+def test_every_format_and_mode_becomes_the_same_shape(tmp_path, tiny_params):
+    root = good_tree(tmp_path / "images")
+    summary, report = run_prepare(tmp_path, settings_for(tmp_path, tiny_params, root))
+    assert summary["class_names"] == ["cat", "dog", "owl"] and summary["image_shape"] == [16, 16, 3]
+    assert report["kept"] == 18 and report["problems"] == []
+    total = sum(summary["splits"][n]["count"] for n in ("train", "val", "test"))
+    assert total == 18
+    manifest = pd.read_parquet(tmp_path / "out" / "manifest.parquet")
+    assert set(manifest["width"]) == {20 + 7 * i for i in range(6)}
+    assert read_split(tmp_path / "out", "train").images.dtype == np.uint8
+
+
+def test_quarantine_lists_and_excludes_every_bad_input(tmp_path, tiny_params):
+    root = good_tree(tmp_path / "images")
+    expected = add_bad_files(root)
+    settings = settings_for(tmp_path, tiny_params, root, max_pixels=3000, min_size=8)
+    summary, report = run_prepare(tmp_path, settings)
+    found = {p["path"]: p["kind"] for p in report["problems"]}
+    assert found == expected
+    assert summary["class_names"] == ["cat", "dog", "owl"]  # empty and single-example classes dropped
+    assert report["dropped_classes"] == ["empty_class", "lonely"]
+    manifest = pd.read_parquet(tmp_path / "out" / "manifest.parquet")
+    assert not set(manifest["path"]) & set(expected)
+    assert len(manifest) == 18 - 1  # the 18 good files less owl/001, found under two labels
+
+
+def test_fail_mode_stops_naming_the_file_and_writes_nothing(tmp_path, tiny_params):
+    root = good_tree(tmp_path / "images")
+    (root / "cat" / "truncated.jpg").write_bytes(image_bytes("JPEG", (40, 40))[:300])
+    settings = settings_for(tmp_path, tiny_params, root, on_error="fail")
+    with pytest.raises(UserError, match=r"cat/truncated.jpg: undecodable"):
+        run_prepare(tmp_path, settings)
+    assert not (tmp_path / "out").exists()
+    assert json.loads((tmp_path / "out.json").read_text())["problem_counts"] == {"undecodable": 1}
+
+
+def _tar_with_bad_entries(path: Path, source: Path) -> None:
+    with tarfile.open(path, "w:gz") as archive:
+        archive.add(source, arcname="images")
+        evil = image_bytes("JPEG", seed=5)
+        info = tarfile.TarInfo("../evil.jpg")
+        info.size = len(evil)
+        archive.addfile(info, io.BytesIO(evil))
+        link = tarfile.TarInfo("images/cat/passwd.jpg")
+        link.type, link.linkname = tarfile.SYMTYPE, "/etc/passwd"
+        archive.addfile(link)
+        absolute = tarfile.TarInfo("/tmp/absolute.jpg")
+        absolute.size = len(evil)
+        archive.addfile(absolute, io.BytesIO(evil))
+
+
+def test_tar_slip_entries_are_never_read(tmp_path, tiny_params):
+    source = good_tree(tmp_path / "images")
+    archive = tmp_path / "bad.tar.gz"
+    _tar_with_bad_entries(archive, source)
+    summary, report = run_prepare(tmp_path, settings_for(tmp_path, tiny_params, archive))
+    unsafe = {p["path"]: p["detail"] for p in report["problems"] if p["kind"] == "unsafe_entry"}
+    assert set(unsafe) == {"../evil.jpg", "images/cat/passwd.jpg", "/tmp/absolute.jpg"}
+    assert "/etc/passwd" in unsafe["images/cat/passwd.jpg"]
+    assert report["kept"] == 18
+    with pytest.raises(UserError, match=r"\.\./evil\.jpg: unsafe entry"):
+        run_prepare(tmp_path, settings_for(tmp_path, tiny_params, archive, on_error="fail"), "failed")
+
+
+def test_zip_slip_and_folder_symlinks_are_refused(tmp_path, tiny_params):
+    source = good_tree(tmp_path / "images")
+    (source / "cat" / "escape.jpg").symlink_to("/etc/passwd")
+    _, report = run_prepare(tmp_path, settings_for(tmp_path, tiny_params, source), "from_folder")
+    assert {"kind": "unsafe_entry", "path": "cat/escape.jpg", "detail": "link to '/etc/passwd', outside the folder"} \
+        in report["problems"]
+    archive = tmp_path / "bad.zip"
+    with zipfile.ZipFile(archive, "w") as bundle:
+        for i in range(20):
+            bundle.writestr(f"{('cat', 'dog')[i % 2]}/{i}.jpg", image_bytes("JPEG", seed=i))
+        bundle.writestr("../evil.jpg", image_bytes("JPEG", seed=100))
+    _, report = run_prepare(tmp_path, settings_for(tmp_path, tiny_params, archive, val_fraction=0.3,
+                                                   test_fraction=0.3), "from_zip")
+    assert [p["path"] for p in report["problems"]] == ["../evil.jpg"]
+
+
+@pytest.mark.parametrize("suffix, mode", [(".tar", "w"), (".tar.gz", "w:gz"), (".zip", None)])
+def test_archives_give_the_same_dataset_as_the_folder(tmp_path, tiny_params, suffix, mode):
+    root = good_tree(tmp_path / "images")
+    archive = tmp_path / f"images{suffix}"
+    if mode:
+        with tarfile.open(archive, mode) as bundle:
+            bundle.add(root, arcname="images")
+    else:
+        shutil.make_archive(str(archive).removesuffix(".zip"), "zip", tmp_path, "images")
+    run_prepare(tmp_path, settings_for(tmp_path, tiny_params, root), "folder")
+    run_prepare(tmp_path, settings_for(tmp_path, tiny_params, archive), "archive")
+    for name in ("train_images.npy", "test_labels.npy", "summary.json", "stats.json"):
+        assert (tmp_path / "folder" / name).read_bytes() == (tmp_path / "archive" / name).read_bytes(), name
+    assert not list(tmp_path.glob("archive/**/*.jpg"))  # nothing extracted
+
+
+def test_train_test_layout_keeps_its_test_set_and_blocks_leakage(tmp_path, tiny_params):
+    root = tmp_path / "bundle"
+    good_tree(root / "train", per_class=8)
+    good_tree(root / "test", per_class=3)
+    for k, name in enumerate(("cat", "dog", "owl")):  # regenerate test images so they differ from train's
+        for i, file in enumerate(sorted((root / "test" / name).iterdir())):
+            file.write_bytes(image_bytes("PNG", (18, 18), seed=1000 + 10 * k + i))
+    shutil.copy(root / "test" / "cat" / "000.jpg", root / "train" / "cat" / "leaked.png")
+    summary, report = run_prepare(tmp_path, settings_for(tmp_path, tiny_params, root))
+    assert [(p["path"], p["kind"]) for p in report["problems"]] == [("train/cat/leaked.png", "duplicate_across_splits")]
+    manifest = pd.read_parquet(tmp_path / "out" / "manifest.parquet")
+    assert set(manifest[manifest["path"].str.startswith("test/")]["split"]) == {"test"}
+    assert summary["splits"]["test"]["count"] == 9
+    by_split = manifest.groupby("split")["sha256"].apply(set)
+    assert not (by_split["train"] & by_split["test"]) and not (by_split["val"] & by_split["test"])
+
+
+def test_separate_test_path(tmp_path, tiny_params):
+    train = good_tree(tmp_path / "train", per_class=8)
+    test = tmp_path / "test"
+    for k, name in enumerate(("cat", "dog", "owl")):
+        (test / name).mkdir(parents=True)
+        for i in range(2):
+            (test / name / f"t{i}.png").write_bytes(image_bytes("PNG", seed=500 + 10 * k + i))
+    summary, _ = run_prepare(tmp_path, settings_for(tmp_path, tiny_params, train, test_path=str(test)))
+    assert summary["splits"]["test"]["count"] == 6
+    assert summary["splits"]["train"]["count"] + summary["splits"]["val"]["count"] == 24
+
+
+def test_adding_a_file_moves_no_existing_file(tmp_path, tiny_params):
+    root = good_tree(tmp_path / "images", per_class=12)
+    run_prepare(tmp_path, settings_for(tmp_path, tiny_params, root), "before")
+    (root / "dog" / "new.png").write_bytes(image_bytes("PNG", seed=4242))
+    run_prepare(tmp_path, settings_for(tmp_path, tiny_params, root), "after")
+    before = pd.read_parquet(tmp_path / "before" / "manifest.parquet").set_index("path")["split"]
+    after = pd.read_parquet(tmp_path / "after" / "manifest.parquet").set_index("path")["split"]
+    assert after.drop("dog/new.png").equals(before)
+
+
+def test_the_same_input_twice_gives_identical_bytes(tmp_path, tiny_params):
+    root = good_tree(tmp_path / "images")
+    run_prepare(tmp_path, settings_for(tmp_path, tiny_params, root), "a")
+    run_prepare(tmp_path, settings_for(tmp_path, tiny_params, root), "b")
+    for file in (tmp_path / "a").iterdir():
+        assert file.read_bytes() == (tmp_path / "b" / file.name).read_bytes(), file.name
+
+
+def test_missing_or_unsupported_paths_are_one_clear_error(tmp_path, tiny_params):
+    with pytest.raises(UserError, match="nowhere: no such file or folder"):
+        run_prepare(tmp_path, settings_for(tmp_path, tiny_params, tmp_path / "nowhere"))
+    (tmp_path / "data.rar").write_bytes(b"Rar!")
+    with pytest.raises(UserError, match="not a folder nor a .tar, .tar.gz, .tgz or .zip archive"):
+        run_prepare(tmp_path, settings_for(tmp_path, tiny_params, tmp_path / "data.rar"))
+    (tmp_path / "broken.tar.gz").write_bytes(b"\x1f\x8b\x08\x00garbage")
+    with pytest.raises(UserError, match="broken.tar.gz"):
+        run_prepare(tmp_path, settings_for(tmp_path, tiny_params, tmp_path / "broken.tar.gz"))
