@@ -4,7 +4,8 @@ Entries are yielded in a stable order with a POSIX path relative to the root.
 Unsafe entries are yielded too, as `Entry`s with an `unsafe` reason and no
 data, so the validation policy (quarantine or fail) decides what to do: an
 absolute path, a `..` component, or a link that resolves outside the archive
-(tar slip). Such an entry is never read.
+(tar slip). Such an entry is never read. Links inside an archive are not
+followed either (reported the same way); in a folder, links inside it are.
 """
 
 from __future__ import annotations
@@ -12,13 +13,13 @@ from __future__ import annotations
 import os
 import posixpath
 import stat
-import tarfile
 import zipfile
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
 
+from resnet_mlops.data import tarscan
 from resnet_mlops.errors import UserError
 
 ARCHIVE_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".zip")
@@ -68,37 +69,23 @@ def _link_escapes(member_name: str, target: str) -> bool:
 
 def _tar_entries(path: Path) -> Iterator[Entry]:
     try:
-        archive = tarfile.open(path, "r:*")
-    except (tarfile.TarError, EOFError, OSError, zlib.error) as exc:
-        raise UserError(f"{path}: cannot open the archive ({exc})") from None
-    with archive:
-        try:
-            for member in archive:
-                name = member.name.removeprefix("./")
-                unsafe = _unsafe_name(name)
-                if unsafe is None and (member.issym() or member.islnk()):
-                    target = member.linkname
-                    escapes = _link_escapes(name, target) if member.issym() else _unsafe_name(target) is not None
-                    if escapes:
-                        unsafe = f"link to {target!r}, outside the archive"
-                if unsafe:
-                    yield Entry(name, None, unsafe)
-                elif member.isdir():
-                    yield Entry(name.rstrip("/"), None, is_dir=True)
-                elif member.isfile() or member.issym() or member.islnk():
-                    yield Entry(name, _tar_reader(path, archive, member))
-        except (tarfile.TarError, EOFError, OSError, zlib.error) as exc:
-            raise UserError(f"{path}: the archive is corrupt or truncated ({exc})") from None
-
-
-def _tar_reader(path: Path, archive: tarfile.TarFile, member: tarfile.TarInfo) -> Callable[[], bytes]:
-    def read() -> bytes:
-        try:
-            handle = archive.extractfile(member)
-            return handle.read() if handle is not None else b""
-        except (tarfile.TarError, EOFError, OSError, zlib.error) as exc:
-            raise UserError(f"{path}: the archive is corrupt or truncated at {member.name} ({exc})") from None
-    return read
+        for member in tarscan.members(path):
+            name = member.name.removeprefix("./")
+            if member.kind == "dir":
+                yield Entry(name.rstrip("/"), None, is_dir=True)
+                continue
+            unsafe = _unsafe_name(name)
+            if unsafe is None and member.kind in ("symlink", "hardlink"):
+                target = member.linkname
+                escapes = _link_escapes(name, target) if member.kind == "symlink" else _unsafe_name(target)
+                unsafe = f"link to {target!r}" + (", outside the archive" if escapes else
+                                                  " (links in archives are not followed)")
+            if unsafe:
+                yield Entry(name, None, unsafe)
+            elif member.kind == "file":
+                yield Entry(name, lambda data=member.data: data)
+    except (tarscan.TarFormatError, EOFError, OSError, zlib.error) as exc:
+        raise UserError(f"{path}: the archive is corrupt, truncated or not a tar file ({exc})") from None
 
 
 def _zip_entries(path: Path) -> Iterator[Entry]:

@@ -14,8 +14,10 @@ from __future__ import annotations
 import hashlib
 import multiprocessing
 import os
+import posixpath
+from collections import deque
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
-from pathlib import PurePosixPath
 from typing import Iterator
 
 import numpy as np
@@ -25,7 +27,7 @@ from resnet_mlops.data import archive, images
 from resnet_mlops.data.examples import Examples, Problem
 
 PREDEFINED_SPLITS = ("train", "val", "test")
-_CHUNK = 256
+_CHUNK = 512
 
 
 @dataclass(frozen=True)
@@ -36,19 +38,44 @@ class _Policy:
     max_pixels: int | None
 
 
-def _decode_chunk(task: tuple[_Policy, list[tuple[str, bytes]]]) -> list[tuple]:
-    """Worker: decode a chunk of files; never raises for a bad file."""
+def _decode_chunk(task: tuple[_Policy, list[tuple[str, bytes]]]) -> tuple[np.ndarray, list, list]:
+    """Worker: decode a chunk of files; never raises for a bad file.
+
+    Returns the good images stacked in one array (one cheap transfer back), their
+    (path, sha256 of the file, original size), and (path, problem kind, detail) for the bad ones.
+    """
     policy, files = task
-    results = []
+    pixels, meta, bad = [], [], []
     for path, data in files:
-        digest = hashlib.sha256(data).hexdigest()
         try:
             decoded = images.decode(data, policy.size, policy.channels, policy.min_size, policy.max_pixels)
-        except images.BadImage as bad:
-            results.append((path, digest, None, bad.kind, bad.detail))
+        except images.BadImage as problem:
+            bad.append((path, problem.kind, problem.detail))
         else:
-            results.append((path, digest, decoded.pixels, (decoded.width, decoded.height), decoded.format))
-    return results
+            pixels.append(decoded.pixels)
+            meta.append((path, hashlib.sha256(data).hexdigest(), (decoded.width, decoded.height)))
+    shape = (0, policy.size, policy.size, policy.channels)
+    return (np.stack(pixels) if pixels else np.zeros(shape, np.uint8)), meta, bad
+
+
+def _decode_all(chunks: Iterator, pool: ProcessPoolExecutor, window: int) -> tuple[list, list, list]:
+    """Decode chunks in the pool, in order, with at most `window` in flight (bounded memory)."""
+    arrays, meta, bad = [], [], []
+    pending: deque = deque()
+
+    def collect():
+        chunk_pixels, chunk_meta, chunk_bad = pending.popleft().result()
+        arrays.append(chunk_pixels)
+        meta.extend(chunk_meta)
+        bad.extend(chunk_bad)
+
+    for task in chunks:
+        pending.append(pool.submit(_decode_chunk, task))
+        if len(pending) >= window:
+            collect()
+    while pending:
+        collect()
+    return arrays, meta, bad
 
 
 class _Reader:
@@ -66,7 +93,7 @@ class _Reader:
                 self.folders.append(entry.path)
             elif entry.unsafe:
                 self.problems.append(Problem("unsafe_entry", entry.path, entry.unsafe))
-            elif PurePosixPath(entry.path).suffix.lower() not in images.EXTENSIONS:
+            elif posixpath.splitext(entry.path)[1].lower() not in images.EXTENSIONS:
                 self.problems.append(Problem("not_an_image", entry.path,
                                              f"extension is not one of {sorted(images.EXTENSIONS)}"))
             else:
@@ -97,31 +124,41 @@ def _place(parts: list[str], predefined: bool, fixed_split: str | None) -> tuple
     return split, parts[0], parts[1:]
 
 
-def _read_tree(root: str, fixed_split: str | None, policy: _Policy, pool) -> tuple[list, list[str], list[Problem]]:
+@dataclass
+class _Tree:
+    """One folder or archive, decoded: images in file order, their metadata, and what was wrong."""
+
+    images: np.ndarray
+    rows: list[tuple[str, str, tuple[int, int], str | None, str]]  # path, sha256, size, split hint, class
+    classes: list[str]
+    problems: list[Problem]
+
+
+def _read_tree(root: str, fixed_split: str | None, policy: _Policy, pool, window: int) -> _Tree:
     reader = _Reader(root)
-    decoded = [row for chunk in pool.imap(_decode_chunk, reader.chunks(policy)) for row in chunk]
+    arrays, meta, bad = _decode_all(reader.chunks(policy), pool, window)
     # Unsafe entries (absolute, '..') say nothing about the layout.
-    files = [row[0] for row in decoded] + [p.path for p in reader.problems if p.kind != "unsafe_entry"]
+    files = [m[0] for m in meta] + [b[0] for b in bad] + [p.path for p in reader.problems if p.kind != "unsafe_entry"]
     skip = _strip_common_top(files, reader.folders)
     trimmed = lambda path: path.split("/")[skip:]
-    all_paths = files + reader.folders
-    firsts = {trimmed(p)[0] for p in all_paths if trimmed(p)}
+    firsts = {trimmed(p)[0] for p in files + reader.folders if trimmed(p)}
     predefined = fixed_split is None and "train" in firsts and firsts <= set(PREDEFINED_SPLITS)
 
-    rows, problems = [], list(reader.problems)
+    problems = list(reader.problems) + [Problem(kind, path, detail) for path, kind, detail in bad]
     classes = {place[1] for place in (_place(trimmed(f) + ["_"], predefined, fixed_split) for f in reader.folders)
                if place[1] is not None}
     where = f" of {root}" if fixed_split else ""
-    for path, digest, pixels, info, detail in decoded:
+    rows, keep = [], []
+    for i, (path, digest, size) in enumerate(meta):
         split, class_name, _ = _place(trimmed(path), predefined, fixed_split)
         if class_name is None:
             problems.append(Problem("outside_class_folder", path, f"images must be inside a class folder{where}"))
-        elif pixels is None:
-            problems.append(Problem(info, path, detail))
-        else:
-            classes.add(class_name)
-            rows.append((path, digest, pixels, info, split, class_name))
-    return rows, sorted(classes), problems
+            continue
+        classes.add(class_name)
+        rows.append((path, digest, size, split, class_name))
+        keep.append(i)
+    stacked = np.concatenate(arrays) if arrays else np.zeros((0, policy.size, policy.size, policy.channels), np.uint8)
+    return _Tree(stacked[keep] if len(keep) < len(meta) else stacked, rows, sorted(classes), problems)
 
 
 def load_folder(settings: DataSettings) -> Examples:
@@ -129,28 +166,32 @@ def load_folder(settings: DataSettings) -> Examples:
     policy = _Policy(settings.image_size, settings.channels, settings.min_size, settings.max_pixels)
     trees = [(settings.path, None)] + ([(settings.test_path, "test")] if settings.test_path else [])
     workers = max(1, min(settings.workers or os.cpu_count() or 1, 8))
-    rows, classes, problems = [], set(), []
-    with multiprocessing.get_context("fork").Pool(workers) as pool:
+    pixels, rows, classes, problems = [], [], set(), []
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork")) as pool:
         for root, fixed_split in trees:
-            tree_rows, tree_classes, tree_problems = _read_tree(root, fixed_split, policy, pool)
+            tree = _read_tree(root, fixed_split, policy, pool, window=2 * workers + 2)
             if fixed_split:
-                tree_rows = [(f"{root}:{r[0]}", *r[1:]) for r in tree_rows]
+                tree.rows = [(f"{root}:{r[0]}", *r[1:]) for r in tree.rows]
             elif settings.test_path:  # a separate test set given: nothing else may be drawn into test
-                tree_rows = [(*r[:4], r[4] or "train", r[5]) for r in tree_rows]
-            rows += tree_rows
-            problems += tree_problems
-            classes.update(tree_classes)
-    rows.sort(key=lambda row: row[0])  # the dataset must not depend on the order of entries in an archive
+                tree.rows = [(*r[:3], r[3] or "train", r[4]) for r in tree.rows]
+            pixels.append(tree.images)
+            rows += tree.rows
+            problems += tree.problems
+            classes.update(tree.classes)
+    # The dataset must not depend on the order of entries in an archive.
+    order = sorted(range(len(rows)), key=lambda i: rows[i][0])
+    stacked = np.concatenate(pixels)
+    if order != list(range(len(rows))):
+        rows, stacked = [rows[i] for i in order], stacked[order]
     class_names = tuple(sorted(classes))
     index = {name: i for i, name in enumerate(class_names)}
-    shape = (0, settings.image_size, settings.image_size, settings.channels)
     return Examples(
-        images=np.stack([r[2] for r in rows]) if rows else np.zeros(shape, np.uint8),
-        labels=np.array([index[r[5]] for r in rows], dtype=np.int64),
+        images=stacked,
+        labels=np.array([index[r[4]] for r in rows], dtype=np.int64),
         class_names=class_names,
         paths=[r[0] for r in rows],
         hashes=[r[1] for r in rows],
-        sizes=[r[3] for r in rows],
-        split_hints=[r[4] for r in rows],
+        sizes=[r[2] for r in rows],
+        split_hints=[r[3] for r in rows],
         problems=problems,
     )
