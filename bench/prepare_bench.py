@@ -1,0 +1,107 @@
+"""Prepare the CIFAR-10 JPEG archive (60,000 images) into the prepared dataset, against bare decode loops.
+
+Run:  .venv/bin/python bench/prepare_bench.py [--archive PATH] [--repeats 3]
+
+Each repeat times, side by side in this one script:
+  - bare Pillow: one thread reading the archive with tarfile and decoding every JPEG with Pillow
+    (the obvious loop a user would write);
+  - bare libjpeg-turbo: the same loop with simplejpeg, the fastest single-thread decode here;
+  - prepare: the real `prepare` stage (validation, hash split, shards, manifest, stats), in a
+    child process so its peak memory (main process + largest worker) is its own.
+Prints medians, images/s and the ratios prepare / bare loop.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import resource
+import statistics
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import simplejpeg
+import yaml
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def bare_loop(archive: Path, decode) -> tuple[float, int]:
+    start, count = time.perf_counter(), 0
+    with tarfile.open(archive) as bundle:
+        for member in bundle:
+            if member.isfile():
+                decode(bundle.extractfile(member).read())
+                count += 1
+    return time.perf_counter() - start, count
+
+
+def pillow(data: bytes) -> np.ndarray:
+    return np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
+
+
+def turbo(data: bytes) -> np.ndarray:
+    return simplejpeg.decode_jpeg(data, colorspace="RGB")
+
+
+def prepare_once(archive: Path) -> dict:
+    """Runs in the child: the real stage, timed, with its peak memory."""
+    from resnet_mlops.config import load_params
+    from resnet_mlops.data.prepare import prepare
+
+    with tempfile.TemporaryDirectory() as tmp:
+        params = yaml.safe_load((ROOT / "params.yaml").read_text())
+        params["data"].update(source="folder", path=str(archive), val_fraction=0.1, test_fraction=0.2)
+        (Path(tmp) / "params.yaml").write_text(yaml.safe_dump(params))
+        settings = load_params(Path(tmp) / "params.yaml").data
+        start = time.perf_counter()
+        summary = prepare(settings, 0, Path(tmp) / "prepared", Path(tmp) / "report.json")
+        seconds = time.perf_counter() - start
+    mb = lambda who: resource.getrusage(who).ru_maxrss / 1024
+    return {"seconds": seconds, "images": sum(s["count"] for s in summary["splits"].values()),
+            "main_mb": mb(resource.RUSAGE_SELF), "worker_mb": mb(resource.RUSAGE_CHILDREN)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--archive", type=Path, default=ROOT.parent / "shared/datasets/cifar10-jpeg.tar.gz")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        print(json.dumps(prepare_once(args.archive)))
+        return
+
+    rows = []
+    for repeat in range(args.repeats):
+        pil_s, count = bare_loop(args.archive, pillow)
+        turbo_s, _ = bare_loop(args.archive, turbo)
+        child = subprocess.run([sys.executable, __file__, "--child", "--archive", str(args.archive)],
+                               capture_output=True, text=True, check=True)
+        ours = json.loads(child.stdout.strip().splitlines()[-1])
+        assert ours["images"] == count
+        rows.append({"pillow": pil_s, "turbo": turbo_s, **ours})
+        print(f"repeat {repeat + 1}: bare Pillow {count / pil_s:,.0f} img/s, bare libjpeg-turbo "
+              f"{count / turbo_s:,.0f} img/s, prepare {count / ours['seconds']:,.0f} img/s "
+              f"(main {ours['main_mb']:.0f} MB + worker {ours['worker_mb']:.0f} MB peak)")
+    med = {key: statistics.median(r[key] for r in rows) for key in rows[0]}
+    count = rows[0]["images"]
+    print(f"\nmedian of {args.repeats}: {count} images")
+    print(f"  bare Pillow loop        {med['pillow']:.2f} s  {count / med['pillow']:>9,.0f} img/s")
+    print(f"  bare libjpeg-turbo loop {med['turbo']:.2f} s  {count / med['turbo']:>9,.0f} img/s")
+    print(f"  prepare                 {med['seconds']:.2f} s  {count / med['seconds']:>9,.0f} img/s  "
+          f"peak {med['main_mb'] + med['worker_mb']:.0f} MB (main {med['main_mb']:.0f} + largest worker "
+          f"{med['worker_mb']:.0f})")
+    print(f"  ratio prepare / bare Pillow {med['pillow'] / med['seconds']:.2f}x, "
+          f"prepare / bare libjpeg-turbo {med['turbo'] / med['seconds']:.2f}x")
+
+
+if __name__ == "__main__":
+    main()
