@@ -229,3 +229,14 @@ def test_missing_or_unsupported_paths_are_one_clear_error(tmp_path, tiny_params)
     (tmp_path / "broken.tar.gz").write_bytes(b"\x1f\x8b\x08\x00garbage")
     with pytest.raises(UserError, match="broken.tar.gz"):
         run_prepare(tmp_path, settings_for(tmp_path, tiny_params, tmp_path / "broken.tar.gz"))
+
+
+@pytest.mark.parametrize("mode", ["RGB", "L"])
+@pytest.mark.parametrize("size, channels", [(20, 3), (16, 3), (16, 1), (40, 1)])
+def test_the_fast_jpeg_path_gives_pillows_pixels(mode, size, channels):
+    from resnet_mlops.data.images import decode, to_pixels
+
+    for seed in range(5):
+        data = image_bytes("JPEG", (20, 20), mode, seed=seed)
+        expected = to_pixels(Image.open(io.BytesIO(data)), size, channels)
+        assert np.array_equal(decode(data, size, channels).pixels, expected)

@@ -66,8 +66,11 @@ def _run_pipeline(args) -> int:
 def _list_models(args) -> int:
     from resnet_mlops.models.summary import describe
 
-    shape = tuple(int(n) for n in args.input_shape.split("x"))
-    rows = describe(None, shape, args.num_classes)
+    try:
+        shape = tuple(int(n) for n in args.input_shape.split("x"))
+        rows = describe(args.names or None, shape, args.num_classes)
+    except ValueError as exc:
+        raise UserError(f"--input-shape {args.input_shape} / --num-classes {args.num_classes}: {exc}") from None
     print(f"{'name':<22}{'params':>14}{'trainable':>14}{'MACs':>18}   (input {args.input_shape}, "
           f"{args.num_classes} classes)")
     for row in rows:
@@ -84,7 +87,8 @@ def build_parser() -> argparse.ArgumentParser:
         stage.set_defaults(handler=_run_stage)
     run = commands.add_parser("run", help="the whole pipeline on params.yaml: dvc repro, then a summary")
     run.set_defaults(handler=_run_pipeline)
-    listing = commands.add_parser("models", help="every model name with its parameters and MACs")
+    listing = commands.add_parser("models", help="model names with their parameters and MACs")
+    listing.add_argument("names", nargs="*", help="only these models (default: every one that takes the input)")
     listing.add_argument("--input-shape", default="32x32x3", help="HxWxC (default: 32x32x3)")
     listing.add_argument("--num-classes", type=int, default=10)
     listing.set_defaults(handler=_list_models)
