@@ -24,8 +24,6 @@ from resnet_mlops.config import load_params
 from resnet_mlops.project import Layout
 from resnet_mlops.tracking import FLOW_RUN_ENV
 
-STAGES = ("prepare", "train", "evaluate", "register")
-
 
 def stage_summary(stage: str, project_dir: Path) -> dict:
     """What the stage left behind, in a few numbers (read from its outputs)."""

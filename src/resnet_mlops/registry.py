@@ -91,6 +91,7 @@ def register(settings: RegisterSettings, layout: Layout) -> dict:
               "run_id": run_info["run_id"], "test_accuracy": accuracy,
               "champion": decision.promote, "reason": decision.reason,
               "previous_champion_version": decision.champion_version,
+              "previous_champion_accuracy": decision.champion_accuracy,
               "model_uri": f"models:/{settings.model_name}@{CHAMPION}"}
     atomic.write_json(layout.registration, result)
     return result

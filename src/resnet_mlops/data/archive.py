@@ -22,19 +22,12 @@ from typing import Callable, Iterator
 from resnet_mlops.data import tarscan
 from resnet_mlops.errors import UserError
 
-ARCHIVE_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".zip")
-
-
 @dataclass(frozen=True)
 class Entry:
     path: str                      # relative POSIX path inside the folder or archive
     read: Callable[[], bytes] | None
     unsafe: str | None = None      # why the entry must not be read
     is_dir: bool = False           # folders are listed too, so an empty class folder is seen
-
-
-def is_archive(path: Path) -> bool:
-    return path.is_file() and path.name.lower().endswith(ARCHIVE_SUFFIXES)
 
 
 def entries(root: str | Path) -> Iterator[Entry]:

@@ -114,14 +114,12 @@ def _strip_common_top(files: list[str], folders: list[str]) -> int:
     return 0 if top in PREDEFINED_SPLITS or top in files else 1
 
 
-def _place(parts: list[str], predefined: bool, fixed_split: str | None) -> tuple[str | None, str | None, list[str]]:
-    """(split hint, class name, remaining parts) of one path's components."""
+def _place(parts: list[str], predefined: bool, fixed_split: str | None) -> tuple[str | None, str | None]:
+    """(split hint, class name) of one path's components; no class when not inside a class folder."""
     split = fixed_split
     if predefined:
         split, parts = parts[0], parts[1:]
-    if len(parts) < 2:
-        return split, None, parts
-    return split, parts[0], parts[1:]
+    return split, (parts[0] if len(parts) >= 2 else None)
 
 
 @dataclass
@@ -150,7 +148,7 @@ def _read_tree(root: str, fixed_split: str | None, policy: _Policy, pool, window
     where = f" of {root}" if fixed_split else ""
     rows, keep = [], []
     for i, (path, digest, size) in enumerate(meta):
-        split, class_name, _ = _place(trimmed(path), predefined, fixed_split)
+        split, class_name = _place(trimmed(path), predefined, fixed_split)
         if class_name is None:
             problems.append(Problem("outside_class_folder", path, f"images must be inside a class folder{where}"))
             continue
