@@ -21,6 +21,7 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.runtime import flow_run
 
 from resnet_mlops.config import load_params
+from resnet_mlops.data.prepared import read_summary
 from resnet_mlops.project import Layout
 from resnet_mlops.tracking import FLOW_RUN_ENV
 
@@ -29,8 +30,7 @@ def stage_summary(stage: str, project_dir: Path) -> dict:
     """What the stage left behind, in a few numbers (read from its outputs)."""
     layout = Layout(project_dir)
     if stage == "prepare":
-        summary = json.loads((layout.prepared / "summary.json").read_text())
-        return {name: split["count"] for name, split in summary["splits"].items()}
+        return {name: split["count"] for name, split in read_summary(layout.prepared)["splits"].items()}
     if stage == "train":
         rows = layout.history.read_text().splitlines()
         header, last = rows[0].split(","), rows[-1].split(",")

@@ -20,6 +20,7 @@ from resnet_mlops import atomic, tracking
 from resnet_mlops.config import RegisterSettings
 from resnet_mlops.data.prepared import read_split, read_summary
 from resnet_mlops.errors import UserError
+from resnet_mlops.evaluation.metrics import classification_metrics
 from resnet_mlops.project import Layout
 
 CHAMPION = "champion"
@@ -45,7 +46,6 @@ def champion_accuracy(champion, layout: Layout, test_hash: str) -> tuple[float, 
     tags = champion.tags
     if tags.get("test_set_hash") == test_hash and "test_accuracy" in tags:
         return float(tags["test_accuracy"]), "recorded on the same test set"
-    from resnet_mlops.evaluation.metrics import classification_metrics
     test = read_split(layout.prepared, "test")
     served = mlflow.pyfunc.load_model(f"models:/{champion.name}/{champion.version}")
     probabilities = served.unwrap_python_model().probabilities(test.images)

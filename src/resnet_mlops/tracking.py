@@ -70,10 +70,9 @@ def dvc_output_hash(output: str, lock_file: str | Path = "dvc.lock") -> str | No
     return None
 
 
-def lineage_tags(data_summary: dict, prepared_dir: str) -> dict[str, str]:
+def _lineage_tags(data_summary: dict, dvc_hash: str | None) -> dict[str, str]:
     tags = {**git_state(), "data.content_hash": data_summary["content_hash"],
-            "data.source": data_summary["source"],
-            "data.dvc_hash": dvc_output_hash(prepared_dir) or "unknown"}
+            "data.source": data_summary["source"], "data.dvc_hash": dvc_hash or "unknown"}
     flow_run = os.environ.get(FLOW_RUN_ENV)
     if flow_run:
         tags[FLOW_RUN_TAG] = flow_run
@@ -83,15 +82,21 @@ def lineage_tags(data_summary: dict, prepared_dir: str) -> dict[str, str]:
     return tags
 
 
-def log_prepared_dataset(prepared_dir: str, data_summary: dict) -> None:
-    """Record data/prepared as the run's training dataset, identified by its DVC hash."""
+def log_lineage(prepared_dir: str, data_summary: dict) -> None:
+    """Tag the active run with its lineage and record data/prepared as its training dataset.
+
+    The dataset is identified by its DVC hash (from dvc.lock), or by the content hash of
+    the prepared splits when the stage ran outside DVC.
+    """
     from mlflow.data.dataset_source_registry import resolve_dataset_source
     from mlflow.data.meta_dataset import MetaDataset
 
-    digest = dvc_output_hash(prepared_dir) or data_summary["content_hash"]
+    dvc_hash = dvc_output_hash(prepared_dir)
+    mlflow.set_tags(_lineage_tags(data_summary, dvc_hash))
     source = resolve_dataset_source(Path(prepared_dir).resolve().as_uri())
-    dataset = MetaDataset(source, name=f"prepared-{data_summary['source']}", digest=digest[:36])
-    mlflow.log_input(dataset, context="training")
+    digest = (dvc_hash or data_summary["content_hash"])[:36]  # MLflow stores at most 36 characters
+    mlflow.log_input(MetaDataset(source, name=f"prepared-{data_summary['source']}", digest=digest),
+                     context="training")
 
 
 @contextmanager

@@ -18,12 +18,10 @@ import urllib.request
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
 from resnet_mlops import atomic
 from resnet_mlops.config import DataSettings
-from resnet_mlops.data.examples import Examples
-from resnet_mlops.data.images import to_pixels
+from resnet_mlops.data.examples import Examples, from_arrays
 from resnet_mlops.errors import UserError
 
 TRAIN_BATCHES = tuple(f"data_batch_{i}" for i in range(1, 6))
@@ -101,11 +99,5 @@ def load_cifar10(settings: DataSettings) -> Examples:
         labels += list(batch[b"labels"])
         paths += [f"{name}#{i}" for i in range(len(pixels))]
         hints += ["test" if name == TEST_BATCH else "train"] * len(pixels)
-    stacked = np.concatenate(images)
-    if (settings.image_size, settings.channels) != (32, 3):
-        stacked = np.stack([to_pixels(Image.fromarray(x), settings.image_size, settings.channels) for x in stacked])
-    return Examples(
-        images=stacked, labels=np.array(labels, dtype=np.int64), class_names=class_names, paths=paths,
-        hashes=[hashlib.sha256(x.tobytes()).hexdigest() for x in stacked],
-        sizes=[(32, 32)] * len(paths), split_hints=hints,
-    )
+    return from_arrays(np.concatenate(images), labels, class_names, paths, hints,
+                       size=settings.image_size, channels=settings.channels)

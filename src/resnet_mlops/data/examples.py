@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 
 import numpy as np
+from PIL import Image
+
+from resnet_mlops.data.images import to_pixels
 
 
 @dataclass(frozen=True)
@@ -37,3 +41,20 @@ class Examples:
         pick = lambda values: [values[i] for i in index]
         return Examples(self.images[index], self.labels[index], self.class_names, pick(self.paths),
                         pick(self.hashes), pick(self.sizes), pick(self.split_hints), list(self.problems))
+
+
+def from_arrays(images: np.ndarray, labels, class_names: tuple[str, ...], paths: list[str],
+                split_hints: list[str | None], size: int, channels: int) -> Examples:
+    """Examples from a source that ships uint8 arrays (N, H, W[, C]), brought to the image
+    policy's `size` and `channels` when they differ, and identified by a hash of their pixels."""
+    height, width = images.shape[1:3]
+    if images.ndim == 3:
+        images = images[..., np.newaxis]
+    if images.shape[1:] != (size, size, channels):
+        images = np.stack([to_pixels(Image.fromarray(x.squeeze(-1) if x.shape[-1] == 1 else x), size, channels)
+                           for x in images])
+    return Examples(
+        images=images, labels=np.asarray(labels, dtype=np.int64), class_names=class_names, paths=paths,
+        hashes=[hashlib.sha256(x.tobytes()).hexdigest() for x in images],
+        sizes=[(width, height)] * len(paths), split_hints=split_hints,
+    )

@@ -18,7 +18,7 @@ import posixpath
 from collections import deque
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
-from typing import Iterator
+from typing import Iterator, NamedTuple
 
 import numpy as np
 
@@ -114,12 +114,17 @@ def _strip_common_top(files: list[str], folders: list[str]) -> int:
     return 0 if top in PREDEFINED_SPLITS or top in files else 1
 
 
-def _place(parts: list[str], predefined: bool, fixed_split: str | None) -> tuple[str | None, str | None]:
-    """(split hint, class name) of one path's components; no class when not inside a class folder."""
-    split = fixed_split
-    if predefined:
-        split, parts = parts[0], parts[1:]
-    return split, (parts[0] if len(parts) >= 2 else None)
+def _place(parts: list[str], predefined: bool, split: str | None) -> tuple[str | None, list[str]]:
+    """(split hint, the components below the split folder) of one path."""
+    return (parts[0], parts[1:]) if predefined else (split, parts)
+
+
+class _Row(NamedTuple):
+    path: str
+    sha256: str
+    size: tuple[int, int]
+    split: str | None
+    class_name: str
 
 
 @dataclass
@@ -127,12 +132,14 @@ class _Tree:
     """One folder or archive, decoded: images in file order, their metadata, and what was wrong."""
 
     images: np.ndarray
-    rows: list[tuple[str, str, tuple[int, int], str | None, str]]  # path, sha256, size, split hint, class
+    rows: list[_Row]
     classes: list[str]
     problems: list[Problem]
 
 
-def _read_tree(root: str, fixed_split: str | None, policy: _Policy, pool, window: int) -> _Tree:
+def _read_tree(root: str, role: str | None, policy: _Policy, pool, window: int) -> _Tree:
+    """`role` "test": every image is test (data.test_path); "train": nothing is drawn into test,
+    but a train/val layout is kept; None: the tree's own layout, or the hash split."""
     reader = _Reader(root)
     arrays, meta, bad = _decode_all(reader.chunks(policy), pool, window)
     # Unsafe entries (absolute, '..') say nothing about the layout.
@@ -140,20 +147,24 @@ def _read_tree(root: str, fixed_split: str | None, policy: _Policy, pool, window
     skip = _strip_common_top(files, reader.folders)
     trimmed = lambda path: path.split("/")[skip:]
     firsts = {trimmed(p)[0] for p in files + reader.folders if trimmed(p)}
-    predefined = fixed_split is None and "train" in firsts and firsts <= set(PREDEFINED_SPLITS)
+    predefined = role != "test" and "train" in firsts and firsts <= set(PREDEFINED_SPLITS)
 
     problems = list(reader.problems) + [Problem(kind, path, detail) for path, kind, detail in bad]
-    classes = {place[1] for place in (_place(trimmed(f) + ["_"], predefined, fixed_split) for f in reader.folders)
-               if place[1] is not None}
-    where = f" of {root}" if fixed_split else ""
+    classes = set()
+    for folder in reader.folders:  # a class folder counts even when it holds no usable image
+        below = _place(trimmed(folder), predefined, role)[1]
+        if below:
+            classes.add(below[0])
     rows, keep = [], []
     for i, (path, digest, size) in enumerate(meta):
-        split, class_name = _place(trimmed(path), predefined, fixed_split)
-        if class_name is None:
+        split, below = _place(trimmed(path), predefined, role)
+        if len(below) < 2:  # a file directly in the root (or a split folder) has no class
+            where = f" of {root}" if role == "test" else ""
             problems.append(Problem("outside_class_folder", path, f"images must be inside a class folder{where}"))
             continue
-        classes.add(class_name)
-        rows.append((path, digest, size, split, class_name))
+        classes.add(below[0])
+        shown = f"{root}:{path}" if role == "test" else path
+        rows.append(_Row(shown, digest, size, split, below[0]))
         keep.append(i)
     stacked = np.concatenate(arrays) if arrays else np.zeros((0, policy.size, policy.size, policy.channels), np.uint8)
     return _Tree(stacked[keep] if len(keep) < len(meta) else stacked, rows, sorted(classes), problems)
@@ -162,22 +173,19 @@ def _read_tree(root: str, fixed_split: str | None, policy: _Policy, pool, window
 def load_folder(settings: DataSettings) -> Examples:
     """Every image under data.path (and data.test_path), decoded by the image policy."""
     policy = _Policy(settings.image_size, settings.channels, settings.min_size, settings.max_pixels)
-    trees = [(settings.path, None)] + ([(settings.test_path, "test")] if settings.test_path else [])
+    # A separate test set given: nothing else may be drawn into test.
+    trees = [(settings.path, "train"), (settings.test_path, "test")] if settings.test_path else [(settings.path, None)]
     workers = max(1, min(settings.workers or os.cpu_count() or 1, 8))
     pixels, rows, classes, problems = [], [], set(), []
     with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork")) as pool:
-        for root, fixed_split in trees:
-            tree = _read_tree(root, fixed_split, policy, pool, window=2 * workers + 2)
-            if fixed_split:
-                tree.rows = [(f"{root}:{r[0]}", *r[1:]) for r in tree.rows]
-            elif settings.test_path:  # a separate test set given: nothing else may be drawn into test
-                tree.rows = [(*r[:3], r[3] or "train", r[4]) for r in tree.rows]
+        for root, role in trees:
+            tree = _read_tree(root, role, policy, pool, window=2 * workers + 2)
             pixels.append(tree.images)
             rows += tree.rows
             problems += tree.problems
             classes.update(tree.classes)
     # The dataset must not depend on the order of entries in an archive.
-    order = sorted(range(len(rows)), key=lambda i: rows[i][0])
+    order = sorted(range(len(rows)), key=lambda i: rows[i].path)
     stacked = np.concatenate(pixels)
     if order != list(range(len(rows))):
         rows, stacked = [rows[i] for i in order], stacked[order]
@@ -185,11 +193,11 @@ def load_folder(settings: DataSettings) -> Examples:
     index = {name: i for i, name in enumerate(class_names)}
     return Examples(
         images=stacked,
-        labels=np.array([index[r[4]] for r in rows], dtype=np.int64),
+        labels=np.array([index[r.class_name] for r in rows], dtype=np.int64),
         class_names=class_names,
-        paths=[r[0] for r in rows],
-        hashes=[r[1] for r in rows],
-        sizes=[r[2] for r in rows],
-        split_hints=[r[3] for r in rows],
+        paths=[r.path for r in rows],
+        hashes=[r.sha256 for r in rows],
+        sizes=[r.size for r in rows],
+        split_hints=[r.split for r in rows],
         problems=problems,
     )

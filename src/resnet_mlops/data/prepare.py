@@ -12,7 +12,8 @@ import pandas as pd
 from resnet_mlops import atomic
 from resnet_mlops.config import DataSettings
 from resnet_mlops.data.examples import Examples
-from resnet_mlops.data.prepared import Split, write_arrays, write_tfrecords
+from resnet_mlops.data.prepared import Split, write_arrays
+from resnet_mlops.data.tfrecords import write_tfrecords
 from resnet_mlops.data.sources import load_source
 from resnet_mlops.data.split import SPLITS, assign
 from resnet_mlops.data.validate import summary_lines, validate

@@ -4,7 +4,8 @@
     stats.json         counts per class and split; per-channel mean and std of train (0..1 scale)
     manifest.parquet   one row per image: source path, label, split, content hash, original size
     <split>_images.npy / <split>_labels.npy     format "arrays" (the default): uint8 arrays
-    <split>-NNNNN-of-MMMMM.tfrecord             format "tfrecord" (data.stream: true): shards
+    <split>-NNNNN-of-MMMMM.tfrecord             format "tfrecord" (data.stream: true): shards,
+                                                see data/tfrecords.py
 
 `.npy` rather than `.npz`, and pyarrow's parquet writer, because both write
 identical bytes for identical data, so re-preparing unchanged data keeps the DVC hash.
@@ -19,10 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
+from resnet_mlops.data.tfrecords import read_tfrecords
 from resnet_mlops.errors import UserError
-
-SHARD_EXAMPLES = 10_000
-
 
 @dataclass(frozen=True)
 class Split:
@@ -37,30 +36,10 @@ class Split:
         return digest.hexdigest()
 
 
-def shard_names(name: str, count: int) -> list[str]:
-    shards = max(1, -(-count // SHARD_EXAMPLES))
-    return [f"{name}-{i:05d}-of-{shards:05d}.tfrecord" for i in range(shards)]
-
-
 def write_arrays(folder: Path, name: str, split: Split) -> list[str]:
     np.save(folder / f"{name}_images.npy", split.images, allow_pickle=False)
     np.save(folder / f"{name}_labels.npy", split.labels, allow_pickle=False)
     return [f"{name}_images.npy", f"{name}_labels.npy"]
-
-
-def write_tfrecords(folder: Path, name: str, split: Split) -> list[str]:
-    """Shards of tf.train.Example records: raw uint8 pixels and the label."""
-    import tensorflow as tf
-
-    files = shard_names(name, len(split.labels))
-    for index, file in enumerate(files):
-        part = slice(index * SHARD_EXAMPLES, (index + 1) * SHARD_EXAMPLES)
-        with tf.io.TFRecordWriter(str(folder / file)) as writer:
-            for image, label in zip(split.images[part], split.labels[part]):
-                features = {"image": tf.train.Feature(bytes_list=tf.train.BytesList(value=[image.tobytes()])),
-                            "label": tf.train.Feature(int64_list=tf.train.Int64List(value=[int(label)]))}
-                writer.write(tf.train.Example(features=tf.train.Features(feature=features)).SerializeToString())
-    return files
 
 
 def read_summary(folder: str | Path) -> dict:
@@ -77,8 +56,6 @@ def read_split(folder: str | Path, name: str) -> Split:
     summary = read_summary(folder)
     try:
         if summary["format"] == "tfrecord":
-            from resnet_mlops.data.pipeline import read_tfrecords
-
             return Split(*read_tfrecords([folder / f for f in summary["splits"][name]["files"]],
                                          tuple(summary["image_shape"])))
         return Split(images=np.load(folder / f"{name}_images.npy", allow_pickle=False),

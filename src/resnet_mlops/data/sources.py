@@ -2,14 +2,10 @@
 
 from __future__ import annotations
 
-import hashlib
-
 import numpy as np
-from PIL import Image
 
 from resnet_mlops.config import DataSettings
-from resnet_mlops.data.examples import Examples
-from resnet_mlops.data.images import to_pixels
+from resnet_mlops.data.examples import Examples, from_arrays
 
 
 def load_digits(settings: DataSettings) -> Examples:
@@ -22,18 +18,9 @@ def load_digits(settings: DataSettings) -> Examples:
 
     bunch = sklearn_digits()
     images = np.rint(bunch.images * (255.0 / 16.0)).astype(np.uint8)
-    if (settings.image_size, settings.channels) == (8, 1):
-        images = images[..., np.newaxis]
-    else:
-        images = np.stack([to_pixels(Image.fromarray(x), settings.image_size, settings.channels) for x in images])
-    count = len(images)
-    return Examples(
-        images=images, labels=bunch.target.astype(np.int64),
-        class_names=tuple(str(n) for n in bunch.target_names),
-        paths=[f"sklearn-digits#{i}" for i in range(count)],
-        hashes=[hashlib.sha256(x.tobytes()).hexdigest() for x in images],
-        sizes=[(8, 8)] * count, split_hints=[None] * count,
-    )
+    return from_arrays(images, bunch.target, tuple(str(n) for n in bunch.target_names),
+                       paths=[f"sklearn-digits#{i}" for i in range(len(images))], split_hints=[None] * len(images),
+                       size=settings.image_size, channels=settings.channels)
 
 
 def load_source(settings: DataSettings) -> Examples:

@@ -68,6 +68,8 @@ def _thin_classes(examples: Examples, keep: np.ndarray) -> tuple[list[str], list
 
 
 def _relabel(examples: Examples, keep: np.ndarray, dropped: list[str]) -> Examples:
+    if keep.all() and not dropped:
+        return examples  # the common case: no copy of a large image array
     kept = examples.subset(keep)
     names = tuple(n for n in examples.class_names if n not in dropped)
     new_index = {examples.class_names.index(n): i for i, n in enumerate(names)}

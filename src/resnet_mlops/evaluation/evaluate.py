@@ -28,7 +28,7 @@ def evaluate(layout: Layout) -> dict:
     write_confusion_png(layout.confusion_png, matrix, class_names,
                         f"test accuracy {metrics['test_accuracy']:.3f}")
     with tracking.reopen_run(layout.run_file):
-        mlflow.log_metrics({k: v for k, v in metrics.items()})
+        mlflow.log_metrics(metrics)
         mlflow.log_artifact(str(layout.confusion_png), artifact_path="reports")
         mlflow.log_dict(metrics, "reports/metrics.json")
     return metrics

@@ -7,13 +7,13 @@ import sys
 
 import keras
 import mlflow
-import numpy as np
 
 from resnet_mlops import atomic, serving, tracking
 from resnet_mlops.config import ModelSettings, Params, TrainSettings, flatten
 from resnet_mlops.data.pipeline import training_data
 from resnet_mlops.data.prepared import Split, read_split, read_summary
 from resnet_mlops.models import build_model
+from resnet_mlops.models.summary import trainable_params
 from resnet_mlops.project import Layout
 from resnet_mlops.training.callbacks import MlflowEpochLogger
 
@@ -41,15 +41,12 @@ def train(params: Params, layout: Layout) -> dict:
 
     with tracking.new_run(params.experiment, layout.run_file, run_name=model_settings.name) as (run, run_record):
         mlflow.log_params(flatten(params.raw))
-        mlflow.set_tags(tracking.lineage_tags(summary, str(layout.prepared)))
-        tracking.log_prepared_dataset(str(layout.prepared), summary)
-        mlflow.set_tag("model.trainable_params", str(_trainable_params(model)))
-        inputs = ((train_data.images, train_data.labels) if isinstance(train_data, Split) else (train_data, None))
+        tracking.log_lineage(str(layout.prepared), summary)
+        mlflow.set_tag("model.trainable_params", str(trainable_params(model)))
         history = model.fit(
-            *inputs, validation_data=(val_split.images, val_split.labels),
-            epochs=settings.epochs, batch_size=settings.batch_size if isinstance(train_data, Split) else None,
-            shuffle=True, callbacks=[MlflowEpochLogger(train_count)],
-            verbose=1 if sys.stdout.isatty() else 2,
+            **_fit_inputs(train_data, settings.batch_size),
+            validation_data=(val_split.images, val_split.labels), epochs=settings.epochs,
+            callbacks=[MlflowEpochLogger(train_count)], verbose=1 if sys.stdout.isatty() else 2,
         )
         with atomic.atomic_path(layout.model_file) as tmp:
             model.save(tmp)
@@ -65,8 +62,11 @@ def train(params: Params, layout: Layout) -> dict:
     return {"run_id": run.info.run_id, "epochs": settings.epochs, **last}
 
 
-def _trainable_params(model: keras.Model) -> int:
-    return int(sum(np.prod(w.shape) for w in model.trainable_weights))
+def _fit_inputs(train_data, batch_size: int) -> dict:
+    """Arrays are batched and shuffled by `fit`; a tf.data pipeline comes batched and shuffled."""
+    if isinstance(train_data, Split):
+        return {"x": train_data.images, "y": train_data.labels, "batch_size": batch_size, "shuffle": True}
+    return {"x": train_data}
 
 
 def _write_history(layout: Layout, history: dict[str, list[float]]) -> None:
