@@ -39,7 +39,9 @@ def jpeg_subset(tmp_path_factory) -> Path:
     with tarfile.open(JPEG_ARCHIVE) as source, tarfile.open(subset, "w:gz") as target:
         for member in source:
             parts = member.name.split("/")
-            if member.isfile() and int(Path(parts[-1]).stem) < keep[parts[1]]:
+            if member.isdir():
+                target.addfile(member)  # folder entries too, as in the real archive
+            elif member.isfile() and int(Path(parts[-1]).stem) < keep[parts[1]]:
                 target.addfile(member, source.extractfile(member))
     return subset
 

@@ -116,7 +116,7 @@ def _strip_common_top(files: list[str], folders: list[str]) -> int:
 
 def _place(parts: list[str], predefined: bool, split: str | None) -> tuple[str | None, list[str]]:
     """(split hint, the components below the split folder) of one path."""
-    return (parts[0], parts[1:]) if predefined else (split, parts)
+    return (parts[0], parts[1:]) if predefined and parts else (split, parts)
 
 
 class _Row(NamedTuple):
