@@ -7,9 +7,9 @@ from collections import Counter
 import numpy as np
 
 from resnet_mlops.config import load_params
-from resnet_mlops.data.pipeline import streaming_dataset, training_data
+from resnet_mlops.data.pipeline import streaming_dataset
 from resnet_mlops.data.prepare import prepare
-from resnet_mlops.data.prepared import Split, read_split, read_summary
+from resnet_mlops.data.prepared import read_split, read_summary
 from conftest import write_params
 
 
@@ -32,9 +32,8 @@ def test_streamed_shards_hold_the_same_examples_as_arrays(tmp_path, tiny_params)
     assert summary["format"] == "tfrecord"
     assert summary["splits"]["train"]["files"] == ["train-00000-of-00001.tfrecord"]
 
-    in_memory = training_data(tmp_path / "arrays", "train", 64, seed=5)
-    assert isinstance(in_memory, Split)
-    first_images, first_labels = epoch(training_data(tmp_path / "shards", "train", 64, seed=5))
+    in_memory = read_split(tmp_path / "arrays", "train")
+    first_images, first_labels = epoch(streaming_dataset(tmp_path / "shards", "train", 64, seed=5))
     assert examples(first_images, first_labels) == examples(in_memory.images, in_memory.labels)
     assert first_images.dtype == np.uint8 and first_images.shape[1:] == (8, 8, 1)
 

@@ -18,6 +18,7 @@ import yaml
 
 from resnet_mlops import models
 from resnet_mlops.errors import ConfigError
+from resnet_mlops.training import presets
 
 DATA_SOURCES = ("digits", "cifar10", "folder")
 # (image_size, channels) each source has when data.image_size / data.channels are null.
@@ -26,7 +27,8 @@ ON_ERROR = ("quarantine", "fail")
 # The canonical CIFAR-10 python-version tarball (Krizhevsky, 2009) and its published MD5.
 CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
 CIFAR10_MD5 = "c58f30108f718f92721af3b95e74349a"
-OPTIMIZERS = ("adam", "sgd")
+OPTIMIZERS = ("adam", "adamw", "sgd")
+SCHEDULES = ("constant", "step", "cosine", "onecycle")
 _REQUIRED = object()
 
 
@@ -56,11 +58,43 @@ class ModelSettings:
 
 
 @dataclass(frozen=True)
+class AugmentSettings:
+    crop: int                 # pad by this many pixels, then crop back at random (0: off)
+    flip: bool
+    cutout: int               # side of the erased square (0: off)
+    mixup: float              # Beta alpha (0: off)
+
+
+@dataclass(frozen=True)
 class TrainSettings:
+    """The resolved recipe: defaults, then `train.preset`, then the keys params.yaml sets."""
+
+    preset: str | None
     epochs: int
     batch_size: int
-    learning_rate: float
     optimizer: str
+    learning_rate: float
+    lr_batch_reference: int | None
+    momentum: float
+    nesterov: bool
+    weight_decay: float
+    label_smoothing: float
+    schedule: str
+    warmup_fraction: float
+    step_at: tuple[float, ...]
+    step_factor: float
+    augment: AugmentSettings
+    early_stopping: int
+    deterministic: bool
+    mixed_precision: str | bool
+    jit_compile: str | bool
+
+    @property
+    def peak_learning_rate(self) -> float:
+        """learning_rate, scaled linearly with the batch size when lr_batch_reference is set."""
+        if self.lr_batch_reference is None:
+            return self.learning_rate
+        return self.learning_rate * self.batch_size / self.lr_batch_reference
 
 
 @dataclass(frozen=True)
@@ -219,13 +253,53 @@ def _model(s: _Section) -> ModelSettings:
     return ModelSettings(name=name, options=options)
 
 
-def _train(s: _Section) -> TrainSettings:
+def _one_of(choices: tuple) -> dict:
+    return {"check": lambda v: v in choices, "expect": f"one of {', '.join(map(str, choices))}"}
+
+
+def _at_least(low: float, kind: str = "a number") -> dict:
+    return {"check": lambda v: v >= low, "expect": f"{kind} >= {low}"}
+
+
+def _train(given: _Section) -> TrainSettings:
+    preset = given.get("preset", (str, type(None)), default=None, **_one_of((*presets.PRESETS, None)))
+    s = _Section(given.path, given.prefix, presets.resolve(given.mapping))
+    s.seen.add("preset")
+    auto_or_bool = {"check": lambda v: v == "auto" or isinstance(v, bool), "expect": "auto, true or false"}
     settings = TrainSettings(
-        epochs=s.get("epochs", int, check=lambda v: v >= 1, expect="an integer >= 1"),
-        batch_size=s.get("batch_size", int, check=lambda v: v >= 1, expect="an integer >= 1"),
-        learning_rate=s.get("learning_rate", float, check=lambda v: v >= 0, expect="a number >= 0"),
-        optimizer=s.get("optimizer", str, default="adam", check=lambda v: v in OPTIMIZERS,
-                        expect=f"one of {', '.join(OPTIMIZERS)}"),
+        preset=preset,
+        epochs=s.get("epochs", int, **_at_least(1, "an integer")),
+        batch_size=s.get("batch_size", int, **_at_least(1, "an integer")),
+        optimizer=s.get("optimizer", str, **_one_of(OPTIMIZERS)),
+        learning_rate=s.get("learning_rate", float, **_at_least(0)),
+        lr_batch_reference=s.get("lr_batch_reference", (int, type(None)),
+                                 check=lambda v: v is None or v >= 1, expect="an integer >= 1 or null"),
+        momentum=s.get("momentum", float, check=lambda v: 0 <= v < 1, expect="a number in [0, 1)"),
+        nesterov=s.get("nesterov", bool),
+        weight_decay=s.get("weight_decay", float, **_at_least(0)),
+        label_smoothing=s.get("label_smoothing", float, check=lambda v: 0 <= v < 1,
+                              expect="a number in [0, 1)"),
+        schedule=s.get("schedule", str, **_one_of(SCHEDULES)),
+        warmup_fraction=s.get("warmup_fraction", float, check=lambda v: 0 <= v < 1, expect="a number in [0, 1)"),
+        step_at=tuple(s.get("step_at", list, check=lambda v: all(_is_instance(x, float) and 0 < x < 1 for x in v)
+                            and list(v) == sorted(v), expect="an ascending list of fractions between 0 and 1")),
+        step_factor=s.get("step_factor", float, check=lambda v: 0 < v <= 1, expect="a number in (0, 1]"),
+        augment=_augment(s.section("augment")),
+        early_stopping=s.get("early_stopping", int, **_at_least(0, "an integer")),
+        deterministic=s.get("deterministic", bool),
+        mixed_precision=s.get("mixed_precision", (str, bool), **auto_or_bool),
+        jit_compile=s.get("jit_compile", (str, bool), **auto_or_bool),
+    )
+    s.reject_unknown()
+    return settings
+
+
+def _augment(s: _Section) -> AugmentSettings:
+    settings = AugmentSettings(
+        crop=s.get("crop", int, **_at_least(0, "an integer")),
+        flip=s.get("flip", bool),
+        cutout=s.get("cutout", int, **_at_least(0, "an integer")),
+        mixup=s.get("mixup", float, **_at_least(0)),
     )
     s.reject_unknown()
     return settings

@@ -36,6 +36,11 @@ class Layout:
         return self.root / "models" / "model.keras"
 
     @property
+    def checkpoints(self) -> Path:
+        """Per-epoch training checkpoints: not a DVC output, so `dvc repro` keeps them for a resume."""
+        return self.root / "models" / "checkpoints"
+
+    @property
     def run_file(self) -> Path:
         """Written by `train`, read by `evaluate` and `register`: the one MLflow run of this execution."""
         return self.root / "models" / "run.json"

@@ -100,17 +100,31 @@ def log_lineage(prepared_dir: str, data_summary: dict) -> None:
 
 
 @contextmanager
-def new_run(experiment: str, run_file: Path, run_name: str | None = None) -> Iterator[tuple]:
-    """Open the execution's run; yield it with a dict the body may add to.
+def new_run(experiment: str, run_file: Path, run_name: str | None = None, resume_run_id: str | None = None,
+            log_system_metrics: bool = False) -> Iterator[tuple]:
+    """Open the execution's run (or continue `resume_run_id`, a killed attempt's); yield it with
+    a dict the body may add to.
 
     run_file (the run id, plus what the body added) is written only once the body succeeded.
     """
     configure()
-    with mlflow.start_run(experiment_id=experiment_id(experiment), run_name=run_name) as run:
+    if resume_run_id and not _run_exists(resume_run_id):
+        resume_run_id = None
+    start = ({"run_id": resume_run_id} if resume_run_id else
+             {"experiment_id": experiment_id(experiment), "run_name": run_name})
+    with mlflow.start_run(**start, log_system_metrics=log_system_metrics) as run:
         record = {"run_id": run.info.run_id, "experiment_id": run.info.experiment_id,
                   "tracking_uri": mlflow.get_tracking_uri()}
         yield run, record
         atomic.write_json(run_file, record)
+
+
+def _run_exists(run_id: str) -> bool:
+    try:
+        mlflow.get_run(run_id)
+    except mlflow.exceptions.MlflowException:
+        return False
+    return True
 
 
 def read_run_file(run_file: Path) -> dict:
@@ -125,9 +139,7 @@ def reopen_run(run_file: Path) -> Iterator[mlflow.ActiveRun]:
     """Continue the run that `train` opened in this pipeline execution."""
     configure()
     run_id = read_run_file(run_file)["run_id"]
-    try:
-        mlflow.get_run(run_id)
-    except mlflow.exceptions.MlflowException:
+    if not _run_exists(run_id):
         raise UserError(f"{run_file} names MLflow run {run_id}, which the store at "
                         f"{mlflow.get_tracking_uri()} does not have") from None
     with mlflow.start_run(run_id=run_id) as run:

@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from resnet_mlops.data import tfrecords
-from resnet_mlops.data.prepared import read_split, read_summary
+from resnet_mlops.data.prepared import read_summary
 
 SHUFFLE_BUFFER = 10_000
 
@@ -30,11 +30,3 @@ def streaming_dataset(folder: str | Path, split: str, batch_size: int, seed: int
             .map(parse, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
             .batch(batch_size)
             .prefetch(tf.data.AUTOTUNE))
-
-
-def training_data(folder: str | Path, split: str, batch_size: int, seed: int):
-    """What `model.fit` takes for `split`: a tf.data pipeline for shards, else the arrays themselves."""
-    if read_summary(folder)["format"] == "tfrecord":
-        return streaming_dataset(folder, split, batch_size, seed)
-    return read_split(folder, split)
-

@@ -26,3 +26,16 @@ class MlflowEpochLogger(keras.callbacks.Callback):
         metrics["epoch_seconds"] = seconds
         metrics["images_per_second"] = self.examples_per_epoch / seconds if seconds > 0 else 0.0
         mlflow.log_metrics(metrics, step=epoch + 1)
+
+
+class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
+    """Early stopping on val_loss that, after a resume, remembers the epochs before it."""
+
+    def __init__(self, patience: int, history: dict[str, list[float]]):
+        super().__init__(monitor="val_loss", patience=patience, mode="min", verbose=1)
+        self.previous = list(history.get("val_loss", []))
+
+    def on_train_begin(self, logs=None):
+        super().on_train_begin(logs)
+        for epoch, value in enumerate(self.previous):
+            self.on_epoch_end(epoch, {"val_loss": value})

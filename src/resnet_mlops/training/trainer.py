@@ -1,79 +1,144 @@
-"""The `train` stage: build the ResNet, fit it on data/prepared, save and log it."""
+"""The `train` stage: fit the ResNet on data/prepared with the recipe of `train.*`, save and log it.
+
+Read top to bottom: devices, data, model, checkpoint to resume from, MLflow run,
+fit, outputs. Backend-neutral except where the data are TFRecord shards.
+"""
 
 from __future__ import annotations
 
-import csv
+import contextlib
+import hashlib
+import json
 import sys
+from dataclasses import asdict
 
 import keras
 import mlflow
 
 from resnet_mlops import atomic, serving, tracking
-from resnet_mlops.config import ModelSettings, Params, TrainSettings, flatten
-from resnet_mlops.data.pipeline import training_data
-from resnet_mlops.data.prepared import Split, read_split, read_summary
+from resnet_mlops.config import Params, flatten
+from resnet_mlops.data.pipeline import streaming_dataset
+from resnet_mlops.data.prepared import read_split, read_summary
 from resnet_mlops.models import build_model
 from resnet_mlops.models.summary import trainable_params
 from resnet_mlops.project import Layout
-from resnet_mlops.training.callbacks import MlflowEpochLogger
-
-
-def make_optimizer(settings: TrainSettings) -> keras.optimizers.Optimizer:
-    if settings.optimizer == "sgd":
-        return keras.optimizers.SGD(learning_rate=settings.learning_rate, momentum=0.9)
-    return keras.optimizers.Adam(learning_rate=settings.learning_rate)
+from resnet_mlops.training import batches, devices, report
+from resnet_mlops.training.augment import augment_layer
+from resnet_mlops.training.callbacks import MlflowEpochLogger, ResumableEarlyStopping
+from resnet_mlops.training.checkpoints import Checkpoints, EpochCheckpoint, fingerprint
+from resnet_mlops.training.schedules import make_optimizer
 
 
 def train(params: Params, layout: Layout) -> dict:
-    """Fit the model of `params.model` with `params.train`; return the last epoch's metrics and the run id."""
-    model_settings: ModelSettings = params.model
-    settings: TrainSettings = params.train
+    """Fit (or resume fitting) the model; return the last epoch's metrics and the run id."""
+    settings = params.train
+    device = devices.plan(settings, params.seed)
+    print(f"train: {device.description}", flush=True)
+
     summary = read_summary(layout.prepared)
-    train_data = training_data(layout.prepared, "train", settings.batch_size, params.seed)
-    val_split = read_split(layout.prepared, "val")
-    train_count = summary["splits"]["train"]["count"]
+    class_names = summary["class_names"]
+    val = read_split(layout.prepared, "val")
+    val_data = (val.images, batches.one_hot(val.labels, len(class_names)))
 
-    keras.utils.set_random_seed(params.seed)
-    model = build_model(model_settings.name, tuple(summary["image_shape"]), len(summary["class_names"]),
-                        **model_settings.options)
-    model.compile(optimizer=make_optimizer(settings), loss="sparse_categorical_crossentropy",
-                  metrics=["accuracy"])
+    steps_per_epoch = -(-summary["splits"]["train"]["count"] // settings.batch_size)
+    with device.scope():
+        classifier = build_model(params.model.name, tuple(summary["image_shape"]), len(class_names),
+                                 **params.model.options)
+        model = keras.Sequential([augment_layer(settings.augment, params.seed), classifier], name="training")
+        model.compile(optimizer=make_optimizer(settings, steps_per_epoch),
+                      loss=keras.losses.CategoricalCrossentropy(label_smoothing=settings.label_smoothing),
+                      metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")],
+                      jit_compile=device.jit_compile)
+        model.build((None, *summary["image_shape"]))
 
-    with tracking.new_run(params.experiment, layout.run_file, run_name=model_settings.name) as (run, run_record):
-        mlflow.log_params(flatten(params.raw))
-        tracking.log_lineage(str(layout.prepared), summary)
-        mlflow.set_tag("model.trainable_params", str(trainable_params(model)))
-        history = model.fit(
-            **_fit_inputs(train_data, settings.batch_size),
-            validation_data=(val_split.images, val_split.labels), epochs=settings.epochs,
-            callbacks=[MlflowEpochLogger(train_count)], verbose=1 if sys.stdout.isatty() else 2,
-        )
+    resolved = {**params.raw, "train": asdict(settings)}
+    checkpoints = Checkpoints(layout.checkpoints, fingerprint(
+        params.seed, params.model, resolved["train"], summary["content_hash"], keras.backend.backend()))
+    resume = checkpoints.latest()
+    history: dict[str, list[float]] = {}
+    if resume:
+        Checkpoints.restore(model, resume)
+        history = resume["history"]
+        print(f"train: resuming after epoch {resume['epoch']} from {resume['path']}", flush=True)
+    initial_epoch = resume["epoch"] if resume else 0
+    train_data = _training_data(layout, summary, params, initial_epoch)
+
+    with _run(device, params, layout, resume) as (run, record):
+        if resume is None and run is not None:
+            _log_start(params, layout, summary, resolved, device, classifier)
+        callbacks = [MlflowEpochLogger(summary["splits"]["train"]["count"])] if run is not None else []
+        callbacks.append(EpochCheckpoint(checkpoints, history, {"run_id": run and run.info.run_id,
+                                                                "attempt": _attempt(resume)}))
+        if settings.early_stopping:
+            callbacks.append(ResumableEarlyStopping(settings.early_stopping, history))
+        if initial_epoch < settings.epochs and not _stopped_early(settings, history):
+            model.fit(train_data, validation_data=val_data, epochs=settings.epochs, initial_epoch=initial_epoch,
+                      steps_per_epoch=steps_per_epoch, callbacks=callbacks,
+                      verbose=1 if sys.stdout.isatty() else 2)
+
         with atomic.atomic_path(layout.model_file) as tmp:
-            model.save(tmp)
-        _write_history(layout, history.history)
-        mlflow.log_artifact(str(layout.history), artifact_path="reports")
-        sample = val_split.images[:2]
-        signature = mlflow.models.infer_signature(sample, model.predict(sample, verbose=0))
-        mlflow.keras.log_model(model, name="keras_model", signature=signature,
-                               pip_requirements=serving.requirements())
-        served = serving.log_classifier(model, layout.model_file, summary["class_names"], sample)
-        run_record["model_uri"] = served.model_uri
-        last = {key: float(values[-1]) for key, values in history.history.items()}
-    return {"run_id": run.info.run_id, "epochs": settings.epochs, **last}
+            classifier.save(tmp)
+        report.write_history(layout.history, history)
+        if run is not None:
+            _log_outputs(layout, classifier, class_names, val.images[:2], history, record)
+    checkpoints.clear()
+    last = {key: values[-1] for key, values in history.items()}
+    return {"run_id": run and run.info.run_id, "epochs": len(history.get("loss", [])), **last}
 
 
-def _fit_inputs(train_data, batch_size: int) -> dict:
-    """Arrays are batched and shuffled by `fit`; a tf.data pipeline comes batched and shuffled."""
-    if isinstance(train_data, Split):
-        return {"x": train_data.images, "y": train_data.labels, "batch_size": batch_size, "shuffle": True}
-    return {"x": train_data}
+def _training_data(layout: Layout, summary: dict, params: Params, first_epoch: int):
+    """What fit takes: endless batches from `first_epoch` (arrays) or the tf.data pipeline (shards)."""
+    settings, num_classes = params.train, len(summary["class_names"])
+    if summary["format"] == "tfrecord":
+        stream = streaming_dataset(layout.prepared, "train", settings.batch_size, params.seed).repeat()
+        return batches.streamed(stream, num_classes, settings.augment.mixup, params.seed)
+    return batches.endless_batches(read_split(layout.prepared, "train"), num_classes, settings.batch_size,
+                                   params.seed, first_epoch, settings.augment.mixup)
 
 
-def _write_history(layout: Layout, history: dict[str, list[float]]) -> None:
-    """Per-epoch metrics as DVC plot data (one row per epoch)."""
-    keys = sorted(history)
-    with atomic.atomic_path(layout.history) as tmp, tmp.open("w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["epoch", *keys])
-        for epoch in range(len(history[keys[0]])):
-            writer.writerow([epoch + 1, *(f"{history[k][epoch]:.6f}" for k in keys)])
+def _attempt(resume: dict | None) -> int:
+    return resume["attempt"] + 1 if resume else 1
+
+
+def _stopped_early(settings, history: dict) -> bool:
+    """Whether the history a resume starts from already met the early-stopping rule."""
+    losses = history.get("val_loss", [])
+    if not settings.early_stopping or not losses:
+        return False
+    best = losses.index(min(losses))
+    return len(losses) - 1 - best >= settings.early_stopping
+
+
+@contextlib.contextmanager
+def _run(device: devices.DevicePlan, params: Params, layout: Layout, resume: dict | None):
+    """The MLflow run on the chief (continuing a killed attempt's run); no run on other workers."""
+    if not device.is_chief:
+        yield None, {}
+        return
+    with tracking.new_run(params.experiment, layout.run_file, run_name=params.model.name,
+                          resume_run_id=resume and resume.get("run_id"), log_system_metrics=True) as opened:
+        if resume:
+            mlflow.set_tags({"train.attempt": str(_attempt(resume)),
+                             "train.resumed_from_epoch": str(resume["epoch"])})
+        yield opened
+
+
+def _log_start(params, layout, summary, resolved, device, classifier) -> None:
+    """What a run records once, at its start: params, lineage, device, model size."""
+    mlflow.log_params(flatten(resolved))
+    tracking.log_lineage(str(layout.prepared), summary)
+    canonical = json.dumps(resolved, sort_keys=True, default=str).encode()
+    mlflow.set_tags({"params.hash": hashlib.sha256(canonical).hexdigest()[:16],
+                     "device": device.description, "keras.backend": keras.backend.backend(),
+                     "model.trainable_params": str(trainable_params(classifier)), "train.attempt": "1"})
+
+
+def _log_outputs(layout, classifier, class_names, sample, history, record) -> None:
+    """The trained model (Keras flavor and the served pyfunc), the history and its curves."""
+    mlflow.log_artifact(str(layout.history), artifact_path="reports")
+    mlflow.log_figure(report.curves_figure(history), "reports/curves.png")
+    signature = mlflow.models.infer_signature(sample, classifier.predict(sample, verbose=0))
+    mlflow.keras.log_model(classifier, name="keras_model", signature=signature,
+                           pip_requirements=serving.requirements())
+    served = serving.log_classifier(classifier, layout.model_file, class_names, sample)
+    record["model_uri"] = served.model_uri

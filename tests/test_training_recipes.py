@@ -1,0 +1,123 @@
+"""Recipes: presets and their overrides, learning-rate schedules, augmentation, mixup, batches."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from resnet_mlops.config import load_params
+from resnet_mlops.errors import ConfigError
+from conftest import write_params
+
+
+def recipe(tmp_path, tiny_params, **train):
+    tiny_params["train"] = train
+    return load_params(write_params(tmp_path, tiny_params)).train
+
+
+def test_presets_fill_every_key_and_params_override_them(tmp_path, tiny_params):
+    paper = recipe(tmp_path, tiny_params, preset="paper")
+    assert (paper.optimizer, paper.learning_rate, paper.momentum, paper.weight_decay) == ("sgd", 0.1, 0.9, 1e-4)
+    assert (paper.schedule, paper.step_at, paper.step_factor, paper.epochs) == ("step", (0.5, 0.75), 0.1, 182)
+    assert (paper.augment.crop, paper.augment.flip) == (4, True)
+    fast = recipe(tmp_path, tiny_params, preset="fast", epochs=3, augment={"cutout": 8})
+    assert (fast.schedule, fast.nesterov, fast.epochs) == ("onecycle", True, 3)
+    assert (fast.augment.crop, fast.augment.flip, fast.augment.cutout) == (4, True, 8)  # merged key by key
+    assert fast.peak_learning_rate == pytest.approx(0.1 * 256 / 128)  # scaled with the batch size
+
+
+@pytest.mark.parametrize("train, key, shown", [
+    ({"preset": "fastest"}, "train.preset", "'fastest'"),
+    ({"schedule": "linear"}, "train.schedule", "'linear'"),
+    ({"step_at": [0.75, 0.5]}, "train.step_at", "[0.75, 0.5]"),
+    ({"augment": {"crop": -1}}, "train.augment.crop", "-1"),
+    ({"augment": {"rotate": 10}}, "train.augment.rotate", "unknown key"),
+    ({"mixed_precision": "maybe"}, "train.mixed_precision", "'maybe'"),
+    ({"momentum": 1.0}, "train.momentum", "1.0"),
+    ({"warmup_fraction": 1}, "train.warmup_fraction", "1"),
+])
+def test_bad_recipe_keys_are_named(tmp_path, tiny_params, train, key, shown):
+    with pytest.raises(ConfigError) as error:
+        recipe(tmp_path, tiny_params, **train)
+    assert key in str(error.value) and shown in str(error.value)
+
+
+def test_schedules_give_the_expected_rate_at_given_steps():
+    from resnet_mlops.training.schedules import RecipeSchedule
+
+    def rates(schedule, steps):
+        return [float(schedule(step)) for step in steps]
+
+    step = RecipeSchedule("step", 0.1, total_steps=1000, step_at=(0.5, 0.75))
+    assert rates(step, [0, 499, 500, 749, 750, 999]) == pytest.approx([0.1, 0.1, 0.01, 0.01, 0.001, 0.001])
+    cosine = RecipeSchedule("cosine", 1.0, total_steps=100)
+    assert rates(cosine, [0, 50, 100]) == pytest.approx([1.0, 0.5, 0.0], abs=1e-6)
+    onecycle = RecipeSchedule("onecycle", 0.4, total_steps=100, warmup_steps=20)
+    assert rates(onecycle, [0, 9, 19, 20, 60, 100]) == pytest.approx([0.02, 0.2, 0.4, 0.4, 0.2, 0.0], abs=1e-6)
+    constant = RecipeSchedule("constant", 0.3, total_steps=10, warmup_steps=4)
+    assert rates(constant, [1, 3, 4, 9]) == pytest.approx([0.15, 0.3, 0.3, 0.3])
+    assert RecipeSchedule.from_config(step.get_config()).get_config() == step.get_config()
+
+
+def test_weight_decay_follows_the_papers_l2_convention(tmp_path, tiny_params):
+    from resnet_mlops.training.schedules import make_optimizer
+
+    sgd = make_optimizer(recipe(tmp_path, tiny_params, optimizer="sgd", weight_decay=1e-4, momentum=0.9,
+                                nesterov=True), steps_per_epoch=10)
+    assert sgd.weight_decay == pytest.approx(1e-3) and sgd.nesterov
+    adam = make_optimizer(recipe(tmp_path, tiny_params, optimizer="adam", weight_decay=0.01), 10)
+    assert type(adam).__name__ == "AdamW" and adam.weight_decay == pytest.approx(0.01)
+
+
+def test_augmentation_keeps_shapes_and_dtype_changes_pixels_and_is_identity_when_serving():
+    from resnet_mlops.training.augment import Augment
+
+    images = np.random.default_rng(0).integers(1, 256, (16, 12, 12, 3)).astype("float32")
+    for layer in (Augment(crop=2), Augment(flip=True), Augment(cutout=4), Augment(2, True, 4, seed=3)):
+        out = np.asarray(layer(images, training=True))
+        assert out.shape == images.shape and out.dtype == np.float32
+        assert not np.array_equal(out, images)
+        assert np.array_equal(np.asarray(layer(images, training=False)), images)
+
+    cropped = np.asarray(Augment(crop=2, seed=1)(images, training=True))
+    padded = np.pad(images, [(0, 0), (2, 2), (2, 2), (0, 0)])
+    windows = [{(dy, dx) for dy in range(5) for dx in range(5)
+                if np.array_equal(padded[i, dy:dy + 12, dx:dx + 12], cropped[i])} for i in range(16)]
+    assert all(windows) and len({next(iter(w)) for w in windows}) > 1  # windows of the padded image, varied
+
+    cut = np.asarray(Augment(cutout=4, seed=2)(images, training=True))
+    zeroed = (cut == 0).all(axis=-1).sum(axis=(1, 2))
+    assert ((zeroed >= 4) & (zeroed <= 16)).all()  # a 4x4 square, clipped at the borders
+
+
+def test_mixup_blends_images_and_labels_alike():
+    from resnet_mlops.training.augment import mixup
+    from resnet_mlops.training.batches import one_hot
+
+    images = np.stack([np.full((4, 4, 1), v, np.uint8) for v in (0, 100, 200)])
+    labels = one_hot(np.array([0, 1, 2]), 3)
+    mixed, soft = mixup(images, labels, 0.4, np.random.default_rng(5))
+    weight = soft[0, 0]
+    assert 0 < weight < 1 and soft.sum(axis=1) == pytest.approx([1, 1, 1])
+    assert mixed[0, 0, 0, 0] == pytest.approx(weight * 0 + (1 - weight) * 200)
+    assert soft[0, 2] == pytest.approx(1 - weight)
+
+
+def test_batches_depend_only_on_seed_and_epoch_and_resume_mid_stream():
+    from itertools import islice
+
+    from resnet_mlops.data.prepared import Split
+    from resnet_mlops.training.batches import endless_batches, epoch_batches
+
+    split = Split(images=np.arange(100, dtype=np.uint8).reshape(100, 1, 1, 1), labels=np.arange(100) % 10)
+
+    def epoch(seed, number):
+        return np.concatenate([images.ravel() for images, _ in epoch_batches(split, 10, 32, seed, number)])
+
+    assert len(list(epoch_batches(split, 10, 32, 0, 0))) == 4
+    assert sorted(epoch(1, 0)) == list(range(100))  # every example once
+    assert np.array_equal(epoch(1, 3), epoch(1, 3))
+    assert not np.array_equal(epoch(1, 3), epoch(1, 4)) and not np.array_equal(epoch(1, 3), epoch(2, 3))
+    from_start = [images for images, _ in islice(endless_batches(split, 10, 32, 1, 0, 0.2), 12)]
+    resumed = [images for images, _ in islice(endless_batches(split, 10, 32, 1, 2, 0.2), 4)]
+    assert all(np.array_equal(a, b) for a, b in zip(from_start[8:], resumed))
