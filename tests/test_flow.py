@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import json
+import threading
+import time
+from pathlib import Path
 
+import psutil
 import pytest
 import yaml
 from mlflow.tracking import MlflowClient
@@ -61,3 +65,36 @@ def test_retrain_flow_matches_dvc_repro(prefect_api, tmp_path, tiny_params, monk
     client = MlflowClient(tracking_uri=f"sqlite:///{by_flow.resolve()}/mlflow.db")
     run_id = json.loads((by_flow / "models/run.json").read_text())["run_id"]
     assert client.get_run(run_id).data.tags["prefect.flow_run_id"] == str(state.state_details.flow_run_id)
+
+
+def kill_training_after_first_checkpoint(repo: Path, killed: list) -> None:
+    """Watch `repo`; SIGKILL its `resnet-mlops train` process once epoch 1 is checkpointed."""
+    checkpoint, deadline = repo / "models/checkpoints/epoch-0001", time.monotonic() + 300
+    while not checkpoint.exists() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    for process in psutil.process_iter(["cmdline", "cwd"]):
+        command = " ".join(process.info["cmdline"] or [])
+        if "resnet-mlops train" in command and process.info["cwd"] == str(repo):
+            process.kill()
+            killed.append(process.pid)
+
+
+def test_a_retried_training_task_resumes_from_its_checkpoint(prefect_api, tmp_path, tiny_params, monkeypatch):
+    from pipeline.flows import retrain
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    tiny_params["data"]["image_size"] = 16
+    tiny_params["train"].update(epochs=4, batch_size=32)
+    repo = make_project_repo(tmp_path / "killed", tiny_params)
+    killed: list[int] = []
+    watcher = threading.Thread(target=kill_training_after_first_checkpoint, args=(repo.resolve(), killed))
+    watcher.start()
+    state = retrain(project_dir=str(repo), return_state=True)
+    watcher.join()
+
+    assert killed and state.is_completed()  # the task failed once, was retried, and the flow finished
+    assert state.result()["train"]["epoch"] == "4"
+    client = MlflowClient(tracking_uri=f"sqlite:///{repo.resolve()}/mlflow.db")
+    (tracked,) = client.search_runs([client.get_experiment_by_name("tests").experiment_id])
+    assert tracked.data.tags["train.attempt"] == "2"  # resumed in the same run, not restarted
+    assert int(tracked.data.tags["train.resumed_from_epoch"]) >= 1

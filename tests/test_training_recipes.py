@@ -42,6 +42,12 @@ def test_bad_recipe_keys_are_named(tmp_path, tiny_params, train, key, shown):
     assert key in str(error.value) and shown in str(error.value)
 
 
+def test_weight_decay_is_set_in_one_place(tmp_path, tiny_params):
+    tiny_params["model"]["weight_decay"] = 1e-4
+    with pytest.raises(ConfigError, match="train.weight_decay.*set twice"):
+        recipe(tmp_path, tiny_params, weight_decay=1e-4)
+
+
 def test_schedules_give_the_expected_rate_at_given_steps():
     from resnet_mlops.training.schedules import RecipeSchedule
 

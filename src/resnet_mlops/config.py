@@ -202,6 +202,10 @@ def load_params(path: str | Path = "params.yaml") -> Params:
         raw=raw,
     )
     top.reject_unknown()
+    if params.train.weight_decay and params.model.options.get("weight_decay"):
+        raise ConfigError(path, "train.weight_decay", "weight decay is set twice (model.weight_decay "
+                          f"{params.model.options['weight_decay']} and train.weight_decay "
+                          f"{params.train.weight_decay}); keep one")
     return params
 
 

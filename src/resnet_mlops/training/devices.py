@@ -34,8 +34,12 @@ class DevicePlan:
     precision: str                    # Keras dtype policy name
     jit_compile: bool
     is_chief: bool = True             # the worker that logs to MLflow (always, outside multi-worker)
-    worker_index: int = 0
+    workers: int = 1                  # processes in the TF_CONFIG cluster
     strategy: Any = field(default=None, repr=False)
+
+    @property
+    def multi_worker(self) -> bool:
+        return self.workers > 1
 
     def scope(self):
         """Build and compile the model inside this (the strategy's scope under TensorFlow)."""
@@ -120,11 +124,12 @@ def plan(settings: TrainSettings, seed: int) -> DevicePlan:
         found = f"{len(names)} x {names[0]}" if len(set(names)) == 1 else ", ".join(names)
     else:
         found = f"CPU only ({os.cpu_count()} cores; no GPU found)"
-    how = type(strategy).__name__ if strategy is not None else "single device"
     if cluster:
-        how += f", worker {cluster[1]} of {cluster[0]}"
+        how = f"MultiWorkerMirroredStrategy, worker {cluster[1]} of {cluster[0]}"
+    else:
+        how = "MirroredStrategy" if strategy is not None else "single device"
     description = (f"{backend}: {found}; {how}; {replicas} replica(s); {precision}; "
                    f"XLA {'on' if jit else 'off'}{'; deterministic' if settings.deterministic else ''}")
     return DevicePlan(description, accelerator, replicas, precision, jit,
-                      is_chief=cluster[2] if cluster else True, worker_index=cluster[1] if cluster else 0,
+                      is_chief=cluster[2] if cluster else True, workers=cluster[0] if cluster else 1,
                       strategy=strategy)

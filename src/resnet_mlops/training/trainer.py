@@ -18,11 +18,13 @@ import mlflow
 from resnet_mlops import atomic, serving, tracking
 from resnet_mlops.config import Params, flatten
 from resnet_mlops.data.pipeline import streaming_dataset
+from resnet_mlops.errors import UserError
 from resnet_mlops.data.prepared import read_split, read_summary
 from resnet_mlops.models import build_model
+from resnet_mlops.models.saving import load_model
 from resnet_mlops.models.summary import trainable_params
 from resnet_mlops.project import Layout
-from resnet_mlops.training import batches, devices, report
+from resnet_mlops.training import batches, devices, multiworker, report
 from resnet_mlops.training.augment import augment_layer
 from resnet_mlops.training.callbacks import MlflowEpochLogger, ResumableEarlyStopping
 from resnet_mlops.training.checkpoints import Checkpoints, EpochCheckpoint, fingerprint
@@ -50,6 +52,8 @@ def train(params: Params, layout: Layout) -> dict:
                       metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")],
                       jit_compile=device.jit_compile)
         model.build((None, *summary["image_shape"]))
+    if device.multi_worker:
+        multiworker.apply_shims(model, device.strategy)
 
     resolved = {**params.raw, "train": asdict(settings)}
     checkpoints = Checkpoints(layout.checkpoints, fingerprint(
@@ -73,14 +77,16 @@ def train(params: Params, layout: Layout) -> dict:
             callbacks.append(ResumableEarlyStopping(settings.early_stopping, history))
         if initial_epoch < settings.epochs and not _stopped_early(settings, history):
             model.fit(train_data, validation_data=val_data, epochs=settings.epochs, initial_epoch=initial_epoch,
-                      steps_per_epoch=steps_per_epoch, callbacks=callbacks,
+                      steps_per_epoch=steps_per_epoch, shuffle=False, callbacks=callbacks,
                       verbose=1 if sys.stdout.isatty() else 2)
 
+        if device.multi_worker:
+            multiworker.synchronize_batch_norm(classifier, False)
         with atomic.atomic_path(layout.model_file) as tmp:
             classifier.save(tmp)
         report.write_history(layout.history, history)
         if run is not None:
-            _log_outputs(layout, classifier, class_names, val.images[:2], history, record)
+            _log_outputs(layout, class_names, val.images[:2], history, record)
     checkpoints.clear()
     last = {key: values[-1] for key, values in history.items()}
     return {"run_id": run and run.info.run_id, "epochs": len(history.get("loss", [])), **last}
@@ -90,6 +96,9 @@ def _training_data(layout: Layout, summary: dict, params: Params, first_epoch: i
     """What fit takes: endless batches from `first_epoch` (arrays) or the tf.data pipeline (shards)."""
     settings, num_classes = params.train, len(summary["class_names"])
     if summary["format"] == "tfrecord":
+        if keras.backend.backend() != "tensorflow":
+            raise UserError(f"data.stream: true (TFRecord shards) needs the TensorFlow backend, not "
+                            f"KERAS_BACKEND={keras.backend.backend()}; set data.stream: false")
         stream = streaming_dataset(layout.prepared, "train", settings.batch_size, params.seed).repeat()
         return batches.streamed(stream, num_classes, settings.augment.mixup, params.seed)
     return batches.endless_batches(read_split(layout.prepared, "train"), num_classes, settings.batch_size,
@@ -133,8 +142,14 @@ def _log_start(params, layout, summary, resolved, device, classifier) -> None:
                      "model.trainable_params": str(trainable_params(classifier)), "train.attempt": "1"})
 
 
-def _log_outputs(layout, classifier, class_names, sample, history, record) -> None:
-    """The trained model (Keras flavor and the served pyfunc), the history and its curves."""
+def _log_outputs(layout, class_names, sample, history, record) -> None:
+    """The trained model (Keras flavor and the served pyfunc), the history and its curves.
+
+    The model is read back from the saved file: what is logged is exactly what was
+    saved, and it runs outside any distribution strategy (a multi-worker model's
+    predict would wait for the other workers).
+    """
+    classifier = load_model(layout.model_file)
     mlflow.log_artifact(str(layout.history), artifact_path="reports")
     mlflow.log_figure(report.curves_figure(history), "reports/curves.png")
     signature = mlflow.models.infer_signature(sample, classifier.predict(sample, verbose=0))

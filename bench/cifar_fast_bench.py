@@ -1,0 +1,110 @@
+"""CIFAR-10 accuracy of ResNet-20 with the `fast` preset within a CPU-time budget (issue 5).
+
+Runs the real stages in a scratch project: `resnet-mlops prepare` on the JPEG copy
+of CIFAR-10 in ../shared/datasets, a short throughput probe to size the schedule,
+then `resnet-mlops train` with `train.preset: fast` and as many epochs as fit the
+budget (the one-cycle schedule needs its length up front), then `resnet-mlops
+evaluate` on the 10,000 test images. Writes the curve (CSV and PNG) and a JSON
+summary under bench/results/.
+
+    .venv/bin/python bench/cifar_fast_bench.py --budget-minutes 60
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+ARCHIVE = ROOT.parent / "shared" / "datasets" / "cifar10-jpeg.tar.gz"
+RESULTS = ROOT / "bench" / "results"
+BATCH = 256  # the fast preset's
+
+
+def stage(name: str, project: Path) -> float:
+    started = time.perf_counter()
+    subprocess.run([str(Path(sys.executable).parent / "resnet-mlops"), name], cwd=project, check=True)
+    return time.perf_counter() - started
+
+
+def probe_images_per_second(project: Path) -> float:
+    """Steady-state training speed of the fast recipe's model and augmentation on this machine."""
+    import keras
+    import numpy as np
+
+    from resnet_mlops.data.prepared import read_split
+    from resnet_mlops.models import build_model
+    from resnet_mlops.training.augment import Augment
+
+    split = read_split(project / "data" / "prepared", "train")
+    x, y = split.images[:BATCH * 12], np.eye(10, dtype="float32")[split.labels[:BATCH * 12]]
+    model = keras.Sequential([Augment(4, True, seed=0), build_model("resnet20", x.shape[1:], 10)])
+    model.compile(keras.optimizers.SGD(0.1, momentum=0.9, nesterov=True), "categorical_crossentropy")
+    model.fit(x[:BATCH * 2], y[:BATCH * 2], batch_size=BATCH, verbose=0)  # trace and warm up
+    started = time.perf_counter()
+    model.fit(x, y, batch_size=BATCH, verbose=0)
+    return len(x) / (time.perf_counter() - started)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--budget-minutes", type=float, default=60.0)
+    parser.add_argument("--workdir", type=Path, default=Path("/tmp/resnet-mlops-cifar-fast"))
+    args = parser.parse_args()
+    if not ARCHIVE.exists():
+        sys.exit(f"{ARCHIVE} is missing: this benchmark needs the shared CIFAR-10 JPEG archive")
+
+    project = args.workdir
+    shutil.rmtree(project, ignore_errors=True)
+    project.mkdir(parents=True)
+    shutil.copy(ROOT / "dvc.yaml", project)
+    shutil.copytree(ROOT / "src", project / "src")
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params["data"].update({"source": "folder", "path": str(ARCHIVE), "image_size": 32, "channels": 3})
+    params["model"] = {"name": "resnet20"}
+    params["train"] = {"preset": "fast"}
+    params["register"]["model_name"] = "cifar10-fast"
+    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+
+    prepare_seconds = stage("prepare", project)
+    summary = json.loads((project / "data/prepared/summary.json").read_text())
+    counts = {name: split["count"] for name, split in summary["splits"].items()}
+    speed = probe_images_per_second(project)
+    # An epoch: training, plus validation at about three times the training speed.
+    epoch_seconds = counts["train"] / speed + counts["val"] / (3 * speed)
+    budget = args.budget_minutes * 60 - 60  # start-up, model logging
+    epochs = max(1, int(budget // epoch_seconds))
+    params["train"]["epochs"] = epochs
+    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    print(f"probe: {speed:.0f} images/s -> {epochs} epochs of ~{epoch_seconds:.0f} s", flush=True)
+
+    train_seconds = stage("train", project)
+    stage("evaluate", project)
+    metrics = json.loads((project / "reports/metrics.json").read_text())
+
+    from resnet_mlops.training.report import curves_figure
+
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    shutil.copy(project / "reports/history.csv", RESULTS / "cifar10_fast_history.csv")
+    rows = (project / "reports/history.csv").read_text().splitlines()
+    header = rows[0].split(",")
+    history = {key: [float(r.split(",")[i]) for r in rows[1:]] for i, key in enumerate(header) if key != "epoch"}
+    curves_figure(history).savefig(RESULTS / "cifar10_fast_curves.png", dpi=100)
+    result = {"machine": f"{os.cpu_count()} CPU cores", "splits": counts, "prepare_seconds": round(prepare_seconds),
+              "probe_images_per_second": round(speed, 1), "epochs": epochs,
+              "train_seconds": round(train_seconds), "test_accuracy": metrics.get("test_accuracy", metrics),
+              "best_val_accuracy": max(history["val_accuracy"])}
+    (RESULTS / "cifar10_fast.json").write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()

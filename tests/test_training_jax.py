@@ -1,0 +1,41 @@
+"""The trainer is backend-neutral: it runs under KERAS_BACKEND=jax with TensorFlow unimportable."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import numpy as np
+import pytest
+from mlflow.tracking import MlflowClient
+
+from conftest import TINY_PARAMS, copy_project, run
+
+pytestmark = pytest.mark.slow
+
+# `import tensorflow` fails in this interpreter, as on a machine where it is not installed.
+WITHOUT_TENSORFLOW = ("import sys; sys.modules['tensorflow'] = None; from resnet_mlops.cli import main; "
+                      "sys.argv = ['resnet-mlops', 'train']; sys.exit(main())")
+
+
+def test_train_stage_runs_on_jax_without_tensorflow(tmp_path, monkeypatch):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    params = {**TINY_PARAMS, "train": {**TINY_PARAMS["train"], "optimizer": "sgd", "schedule": "cosine",
+                                       "augment": {"crop": 1, "flip": True, "mixup": 0.2}}}
+    folder = copy_project(tmp_path / "jax", params)
+    run(["resnet-mlops", "prepare"], folder)
+    done = run([sys.executable, "-c", WITHOUT_TENSORFLOW], folder, env={**os.environ, "KERAS_BACKEND": "jax"})
+    assert "train: jax: CPU only" in done.stdout
+
+    client = MlflowClient(f"sqlite:///{folder.resolve()}/mlflow.db")
+    (tracked,) = client.search_runs([client.get_experiment_by_name("tests").experiment_id])
+    assert tracked.data.tags["keras.backend"] == "jax" and tracked.info.status == "FINISHED"
+    assert len(client.get_metric_history(tracked.info.run_id, "val_accuracy")) == 2
+
+    from resnet_mlops.data.prepared import read_split
+    from resnet_mlops.models.saving import load_model
+
+    test = read_split(folder / "data/prepared", "test")  # the JAX-trained file serves under TensorFlow
+    probabilities = load_model(folder / "models/model.keras").predict(test.images, verbose=0)
+    assert probabilities.shape == (len(test.labels), 10)
+    assert np.allclose(probabilities.sum(axis=1), 1, atol=1e-4)
