@@ -127,3 +127,34 @@ def test_batches_depend_only_on_seed_and_epoch_and_resume_mid_stream():
     from_start = [images for images, _ in islice(endless_batches(split, 10, 32, 1, 0, 0.2), 12)]
     resumed = [images for images, _ in islice(endless_batches(split, 10, 32, 1, 2, 0.2), 4)]
     assert all(np.array_equal(a, b) for a, b in zip(from_start[8:], resumed))
+
+
+def test_precision_defaults_follow_the_device():
+    from resnet_mlops.training.devices import _precision
+
+    assert _precision("auto", "cpu", None) == "float32"
+    assert _precision("auto", "gpu", (9, 0)) == "mixed_bfloat16"
+    assert _precision("auto", "gpu", (7, 5)) == "mixed_float16"
+    assert _precision(True, "cpu", None) == "mixed_bfloat16" and _precision(False, "gpu", (9, 0)) == "float32"
+
+
+def test_early_stopping_remembers_the_epochs_before_a_resume():
+    import keras
+
+    from resnet_mlops.training.callbacks import ResumableEarlyStopping
+
+    def resumed(losses):
+        model = keras.Sequential([keras.Input((1,)), keras.layers.Dense(1)])
+        model.stop_training = False
+        callback = ResumableEarlyStopping(2, {"val_loss": losses})
+        callback.set_model(model)
+        callback.on_train_begin()
+        return callback, model
+
+    callback, model = resumed([1.0, 0.9, 0.95])  # one epoch without improvement so far
+    assert not model.stop_training and callback.best == 0.9
+    callback.on_epoch_end(3, {"val_loss": 0.96})  # the second: patience 2 is used up
+    assert model.stop_training
+    callback, model = resumed([1.0, 0.9, 0.95, 0.85])
+    callback.on_epoch_end(4, {"val_loss": 0.86})
+    assert not model.stop_training
