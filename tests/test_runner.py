@@ -21,7 +21,8 @@ def test_run_sets_up_git_and_dvc_then_reports(tmp_path, tiny_params, monkeypatch
     assert "registered model   tiny-digits version 1" in out
     assert "@champion          yes: no champion yet" in out
     assert f"mlflow ui --backend-store-uri sqlite:///{folder.resolve()}/mlflow.db" in out
-    assert "mlflow models serve -m 'models:/tiny-digits@champion' --env-manager local" in out
+    assert "serve the champion (models:/tiny-digits@champion) at http://127.0.0.1:5001/invocations:" in out
+    assert "/resnet-mlops serve\n" in out
 
 
 def test_run_with_bad_params_touches_nothing(tmp_path, tiny_params):

@@ -1,79 +1,193 @@
-"""The champion, as `make run` tells users to serve it: a real `mlflow models serve` process."""
+"""The served model over HTTP: `resnet-mlops serve` as a real `mlflow models serve` process.
+
+Real CIFAR-10 JPEGs and the pipeline's digits arrays are scored by the server and
+in-process through the same pyfunc, and must agree. Every kind of bad request is
+answered with a 4xx naming the problem, and the next good request still succeeds.
+"""
 
 from __future__ import annotations
 
+import base64
+import io
 import json
 import os
 import socket
-import subprocess
-import time
-import urllib.error
-import urllib.request
 
 import mlflow
 import numpy as np
 import pytest
+from PIL import Image
 
 from conftest import run
+from resnet_mlops.data import images
+from served_model import (CIFAR_CLASSES, cifar_jpegs, cifar_labels, frame_records, free_port, post,
+                          register_model, same_predictions, serving_process)
 
 pytestmark = pytest.mark.slow
 
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+MAX_BATCH = 48
 
 
-def post(url: str, body: bytes) -> tuple[int, dict]:
-    request = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json"})
+def b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+def policy(files) -> np.ndarray:
+    """The prepare stage's pixels of these files (32x32 RGB)."""
+    return np.stack([images.decode(data, 32, 3).pixels for _, data in files])
+
+
+@pytest.fixture(scope="module")
+def cifar(tmp_path_factory):
+    """(server URL, in-process pyfunc, the 40 JPEGs) for a CIFAR-shaped champion served with small limits."""
+    files = cifar_jpegs(per_class=4)
+    store = tmp_path_factory.mktemp("served")
+    uri = register_model(store, "tiny-cifar", (32, 32, 3), CIFAR_CLASSES, train_on=(policy(files), cifar_labels(files)))
+    previous = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(uri)
     try:
-        with urllib.request.urlopen(request, timeout=60) as response:
-            return response.status, json.loads(response.read())
-    except urllib.error.HTTPError as error:
-        return error.code, json.loads(error.read() or b"{}")
+        local = mlflow.pyfunc.load_model("models:/tiny-cifar@champion")
+    finally:
+        mlflow.set_tracking_uri(previous)
+    args = ["--model", "models:/tiny-cifar@champion", "--max-batch", str(MAX_BATCH), "--max-request-mb", "1"]
+    with serving_process(args, store, {"MLFLOW_TRACKING_URI": uri}, free_port()) as base:
+        yield base + "/invocations", local, files
+
+
+def ask(url: str, body: dict) -> tuple[int, dict]:
+    return post(url, json.dumps(body).encode())
+
+
+def local_answer(local, pixels: np.ndarray, top_k: int = 10) -> list[dict]:
+    return frame_records(local.predict(pixels, params={"top_k": top_k}))
+
+
+def test_cifar_jpegs_served_equal_in_process_predictions(cifar):
+    url, local, files = cifar
+    expected = local_answer(local, policy(files))
+    assert len({p["label"] for p in expected}) > 3  # a model that tells images apart
+    records = {"dataframe_records": [{"image": b64(data)} for _, data in files], "params": {"top_k": 10}}
+    status, body = ask(url, records)
+    assert status == 200, body
+    assert same_predictions(body["predictions"], expected)
+    assert set(body["predictions"][0]) == {"label", "class_index", "probability", "top_k"}
+    # what `register` re-scores a champion with: the same numbers, every class
+    probabilities = local.unwrap_python_model().probabilities(policy(files))
+    assert np.allclose(probabilities, [[{c["class_index"]: c["probability"] for c in p["top_k"]}[i] for i in range(10)]
+                                       for p in body["predictions"]], atol=1e-5)
+
+    status, body = ask(url, {"inputs": {"image": [b64(data) for _, data in files]}, "params": {"top_k": 10}})
+    assert status == 200 and same_predictions(body["predictions"], expected)
+
+    status, body = ask(url, {"dataframe_records": [{"image": b64(files[0][1])}]})  # default top_k
+    assert status == 200 and len(body["predictions"][0]["top_k"]) == 5
+    assert body["predictions"][0]["label"] == expected[0]["label"]
+
+
+def test_raw_pixels_as_integers_and_floats_equal_in_process_predictions(cifar):
+    url, local, files = cifar
+    pixels = policy(files)
+    expected = local_answer(local, pixels)
+    for sent in (pixels.tolist(), (pixels / 1.0).tolist()):
+        status, body = ask(url, {"inputs": sent, "params": {"top_k": 10}})
+        assert status == 200, body
+        assert same_predictions(body["predictions"], expected)
+
+
+def test_any_size_and_format_is_resized_as_prepare_does(cifar):
+    url, local, files = cifar
+    encoded = []
+    for (_, data), (fmt, size) in zip(files, [("PNG", (97, 61)), ("WEBP", (20, 50)), ("BMP", (32, 32))]):
+        buffer = io.BytesIO()
+        Image.open(io.BytesIO(data)).resize(size).save(buffer, format=fmt)
+        encoded.append(("x", buffer.getvalue()))
+    status, body = ask(url, {"dataframe_records": [{"image": b64(d)} for _, d in encoded], "params": {"top_k": 10}})
+    assert status == 200, body
+    assert same_predictions(body["predictions"], local_answer(local, policy(encoded)))
+
+
+def bad_requests(files) -> dict[str, tuple[bytes, str]]:
+    pixels = policy(files[:1])
+    jpeg = b64(files[0][1])
+    return {
+        "malformed JSON": (b'{"inputs": [[[', "valid JSON"),
+        "no known key": (b'{"images": []}', "exactly one of the input fields"),
+        "three dimensions": (json.dumps({"inputs": pixels[0].tolist()}).encode(), "must have 4 dimensions"),
+        "one channel": (json.dumps({"inputs": pixels[..., :1].tolist()}).encode(), "this model takes 3"),
+        "wrong size": (json.dumps({"inputs": pixels[:, :16, :16].tolist()}).encode(), "this model takes 32x32"),
+        "ragged pixels": (b'{"inputs": [[[1, 2], [3]]]}', "inhomogeneous"),
+        "not an image": (json.dumps({"dataframe_records": [{"image": b64(b"GIF89a, or not")}]}).encode(),
+                         "image 0: not an image Pillow can read"),
+        "text for an image": (json.dumps({"inputs": {"image": [jpeg, b64(b"plain text")]}}).encode(),
+                              "image 1: not an image Pillow can read"),
+        "not base64": (json.dumps({"dataframe_records": [{"image": "not base64!"}]}).encode(), "not valid base64"),
+        "empty batch": (b'{"inputs": []}', "the batch is empty"),
+        "empty image list": (b'{"inputs": {"image": []}}', "the batch is empty"),
+        "too many images": (json.dumps({"dataframe_records": [{"image": jpeg}] * (MAX_BATCH + 1)}).encode(),
+                            f"holds {MAX_BATCH + 1} images, over the limit of {MAX_BATCH}"),
+        "too many bytes": (json.dumps({"inputs": {"image": [b64(np.random.default_rng(0).bytes(1_300_000))]}}).encode(),
+                           "over the limit of 1 MB per request"),
+        "bad top_k": (json.dumps({"dataframe_records": [{"image": jpeg}], "params": {"top_k": 11}}).encode(),
+                      "params.top_k must be a whole number from 1 to 10"),
+        "top_k not a number": (json.dumps({"dataframe_records": [{"image": jpeg}], "params": {"top_k": "all"}}).encode(),
+                               "top_k"),
+    }
+
+
+def test_every_bad_request_gets_a_4xx_naming_it_and_the_next_good_one_succeeds(cifar):
+    url, local, files = cifar
+    good = json.dumps({"dataframe_records": [{"image": b64(files[5][1])}], "params": {"top_k": 10}}).encode()
+    expected = local_answer(local, policy(files[5:6]))
+    failures = []
+    for name, (body, message) in bad_requests(files).items():
+        status, answer = post(url, body)
+        if not (400 <= status < 500 and message in answer.get("message", "")):
+            failures.append(f"{name}: HTTP {status}, {str(answer)[:300]}")
+        status, answer = post(url, good)
+        if status != 200 or not same_predictions(answer["predictions"], expected):
+            failures.append(f"the good request after {name!r}: HTTP {status}, {str(answer)[:300]}")
+    status, _ = post(url, good, content_type="text/plain")
+    assert status == 415
+    assert not failures, "\n".join(failures)
 
 
 @pytest.fixture
-def served_champion(project_repo):
+def served_digits(project_repo):
+    """The pipeline's own champion (digits), served the way the README says: `resnet-mlops serve`."""
     run(["dvc", "repro"], project_repo)
     uri = f"sqlite:///{project_repo.resolve()}/mlflow.db"
-    port = free_port()
-    server = subprocess.Popen(
-        ["mlflow", "models", "serve", "-m", "models:/tiny-digits@champion", "--env-manager", "local",
-         "--host", "127.0.0.1", "--port", str(port)],
-        cwd=project_repo, env={**os.environ, "MLFLOW_TRACKING_URI": uri},
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                urllib.request.urlopen(f"{base}/ping", timeout=2)
-                break
-            except OSError:
-                if server.poll() is not None or time.monotonic() > deadline:
-                    raise AssertionError(f"server did not start:\n{server.stdout.read().decode()}")
-                time.sleep(0.5)
-        yield base, uri, project_repo
-    finally:
-        os.killpg(server.pid, 15)
-        server.wait(timeout=30)
+    with serving_process([], project_repo, {"MLFLOW_TRACKING_URI": uri}, free_port()) as base:
+        yield base + "/invocations", uri, project_repo
 
 
-def test_served_champion_answers_like_the_model_in_process(served_champion):
-    base, uri, repo = served_champion
-    images = np.load(repo / "data/prepared/test_images.npy")[:16]
-    status, body = post(f"{base}/invocations", json.dumps({"inputs": images.tolist()}).encode())
-    assert status == 200
-    served = body["predictions"]
+def test_pipeline_champion_serves_digits_arrays_like_in_process(served_digits):
+    url, uri, repo = served_digits
+    images_ = np.load(repo / "data/prepared/test_images.npy")[:24]
+    status, body = ask(url, {"inputs": images_.tolist(), "params": {"top_k": 10}})
+    assert status == 200, body
 
     mlflow.set_tracking_uri(uri)
-    local = mlflow.pyfunc.load_model("models:/tiny-digits@champion").predict(images)
-    assert [p["label"] for p in served] == local["label"].tolist()
-    assert np.allclose([p["probabilities"] for p in served], np.stack(local["probabilities"]), atol=1e-5)
+    local = frame_records(mlflow.pyfunc.load_model("models:/tiny-digits@champion").predict(images_, params={"top_k": 10}))
+    assert same_predictions(body["predictions"], local)
+    status, _ = post(url, b"{not json")
+    assert status == 400
+    status, body = ask(url, {"inputs": images_[:1].tolist()})
+    assert status == 200 and body["predictions"][0]["label"] == local[0]["label"]
 
-    status, _ = post(f"{base}/invocations", b"{not json")
-    assert 400 <= status < 500
-    status, _ = post(f"{base}/invocations", json.dumps({"inputs": images[:1].tolist()}).encode())
-    assert status == 200  # the bad request did not take the server down
+
+def test_serve_refuses_an_unknown_model_and_a_busy_port_in_one_line(tmp_path):
+    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}"}
+    done = run(["resnet-mlops", "serve", "--model", "models:/nothing@champion", "--port", str(free_port())],
+               tmp_path, check=False, env=env)
+    assert done.returncode == 2  # (MLflow logs its creating the empty store before that one line)
+    assert done.stderr.strip().splitlines()[-1].startswith(
+        "resnet-mlops serve: error: models:/nothing@champion: not in the model registry")
+    assert "Traceback" not in done.stderr
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        done = run(["resnet-mlops", "serve", "--model", "models:/nothing@champion", "--port", str(port)],
+                   tmp_path, check=False, env=env)
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines()[-1].startswith(f"resnet-mlops serve: error: cannot listen on 127.0.0.1:{port}")

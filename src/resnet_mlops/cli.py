@@ -1,4 +1,4 @@
-"""`resnet-mlops`: one subcommand per DVC stage, plus the whole pipeline and the model list.
+"""`resnet-mlops`: one subcommand per DVC stage, plus the whole pipeline, serving, batch prediction and the model list.
 
 Every command validates the whole params file before doing anything, and turns
 a user's mistake into one line on stderr and exit status 2 (no traceback).
@@ -78,6 +78,39 @@ def _list_models(args) -> int:
     return 0
 
 
+def _serve(args) -> int:
+    from resnet_mlops.serve import champion_uri, choose_limits, serve
+
+    limits = choose_limits(max_batch=args.max_batch, max_request_mb=args.max_request_mb)
+    serve(args.model or champion_uri(args.params), args.host, args.port, args.workers, args.timeout, limits)
+    return 1  # serve() replaces this process; reaching here means it could not
+
+
+def _predict(args) -> int:
+    from resnet_mlops.predict import predict_files
+    from resnet_mlops.serve import champion_uri
+
+    model = args.model or champion_uri(args.params)
+    print(predict_files(args.paths, model, args.output, args.format, args.top_k, args.batch_size), file=sys.stderr)
+    return 0
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive whole number")
+    return value
+
+
+def _add_model_arguments(command: argparse.ArgumentParser) -> None:
+    command.add_argument("--model", metavar="URI",
+                         help="model URI (default: models:/<register.model_name>@champion from --params)")
+    command.add_argument("--params", default="params.yaml", help="params file naming the model (default: params.yaml)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="resnet-mlops", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -87,6 +120,27 @@ def build_parser() -> argparse.ArgumentParser:
         stage.set_defaults(handler=_run_stage)
     run = commands.add_parser("run", help="the whole pipeline on params.yaml: dvc repro, then a summary")
     run.set_defaults(handler=_run_pipeline)
+    serving = commands.add_parser("serve", help="serve the @champion over MLflow's REST scoring server")
+    _add_model_arguments(serving)
+    serving.add_argument("--host", default="127.0.0.1", help="interface to listen on (default: 127.0.0.1)")
+    serving.add_argument("--port", type=_positive, default=5001, help="port (default: 5001)")
+    serving.add_argument("--workers", type=_positive, default=1, help="server processes (default: 1)")
+    serving.add_argument("--timeout", type=_positive, default=60, help="seconds one request may take (default: 60)")
+    serving.add_argument("--max-batch", type=_positive,
+                         help="images per request (default: $RESNET_MLOPS_MAX_BATCH or 256)")
+    serving.add_argument("--max-request-mb", type=_positive,
+                         help="encoded images (or raw pixels) per request, in MB "
+                              "(default: $RESNET_MLOPS_MAX_REQUEST_MB or 32)")
+    serving.set_defaults(handler=_serve)
+    predicting = commands.add_parser("predict", help="label image files, folders and archives, to CSV or JSON")
+    predicting.add_argument("paths", nargs="+", metavar="PATH",
+                            help="image files, folders, or .zip/.tar/.tar.gz/.tgz archives of images")
+    _add_model_arguments(predicting)
+    predicting.add_argument("-o", "--output", help="output file, .csv or .json (default: CSV on stdout)")
+    predicting.add_argument("--format", choices=("csv", "json"), help="output format (default: from --output)")
+    predicting.add_argument("--top-k", type=_positive, help="classes listed per image (default: 5, at most all)")
+    predicting.add_argument("--batch-size", type=_positive, default=64, help="images per model call (default: 64)")
+    predicting.set_defaults(handler=_predict)
     listing = commands.add_parser("models", help="model names with their parameters and MACs")
     listing.add_argument("names", nargs="*", help="only these models (default: every one that takes the input)")
     listing.add_argument("--input-shape", default="32x32x3", help="HxWxC (default: 32x32x3)")

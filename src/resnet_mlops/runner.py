@@ -52,7 +52,8 @@ def report(layout: Layout, model_name: str) -> str:
     metrics = json.loads(layout.metrics.read_text())
     registration = json.loads(layout.registration.read_text())
     uri = project.tracking_uri()
-    venv = f'PATH="{Path(sys.executable).parent}:$PATH"'  # `mlflow models serve` starts uvicorn from there
+    bin_dir = Path(sys.executable).parent
+    venv = f'PATH="{bin_dir}:$PATH"'  # the mlflow CLI starts its web server from there
     became = "yes" if registration["champion"] else "no"
     lines = [
         "",
@@ -64,8 +65,9 @@ def report(layout: Layout, model_name: str) -> str:
         "",
         "open the MLflow dashboard:",
         f"  {venv} mlflow ui --backend-store-uri {uri} --host 127.0.0.1 --port 5000",
-        "serve the champion:",
-        f"  {venv} MLFLOW_TRACKING_URI={uri} mlflow models serve "
-        f"-m 'models:/{model_name}@champion' --env-manager local --host 127.0.0.1 --port 5001",
+        f"serve the champion (models:/{model_name}@champion) at http://127.0.0.1:5001/invocations:",
+        f"  {bin_dir}/resnet-mlops serve",
+        "label image files, folders or archives with it:",
+        f"  {bin_dir}/resnet-mlops predict PATH... -o predictions.csv",
     ]
     return "\n".join(lines)
