@@ -12,7 +12,7 @@ from __future__ import annotations
 import keras
 from keras import layers
 
-from resnet_mlops.models.layers import ZeroPadShortcut
+from resnet_mlops.models.layers import BatchNormalization, ZeroPadShortcut
 
 BN_EPSILON = 1.001e-5  # keras.applications' value, so transferred weights give identical outputs
 # Keras' momentum is the weight of the old statistic: 0.9 is Torch's 0.1, which the papers' code used.
@@ -51,7 +51,7 @@ class LayerFactory:
 
     def bn(self, name, last_in_branch=False):
         zero = last_in_branch and self.zero_init_residual
-        return layers.BatchNormalization(
+        return BatchNormalization(
             axis=-1,
             momentum=BN_MOMENTUM,
             epsilon=BN_EPSILON,
