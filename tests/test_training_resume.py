@@ -102,7 +102,8 @@ def test_the_run_records_params_metrics_lineage_system_metrics_and_model(prepare
     folder = clone(prepared_project, tmp_path / "tracked")
     for command in (["git", "init", "--quiet"], ["git", "add", "-A"], ["git", "commit", "--quiet", "-m", "x"]):
         run(command, folder)
-    run(["resnet-mlops", "train"], folder, env={**os.environ, "MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL": "0.5"})
+    run(["resnet-mlops", "train"], folder, env={**os.environ, "MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL": "0.5",
+                                                     "MLFLOW_SYSTEM_METRICS_SAMPLES_BEFORE_LOGGING": "1"})
     client = store(folder)
     (tracked,) = client.search_runs([client.get_experiment_by_name("tests").experiment_id])
     params, tags, metrics = tracked.data.params, tracked.data.tags, tracked.data.metrics
