@@ -98,7 +98,9 @@ def test_killed_training_resumes_to_the_same_weights_in_the_same_run(prepared_pr
     assert (killed / "reports/history.csv").read_text().count("\n") == EPOCHS + 1
 
 
-def test_the_run_records_params_metrics_lineage_system_metrics_and_model(prepared_project, tmp_path):
+def test_the_run_records_params_metrics_lineage_system_metrics_and_model(prepared_project, tmp_path,
+                                                                         monkeypatch):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     folder = clone(prepared_project, tmp_path / "tracked")
     for command in (["git", "init", "--quiet"], ["git", "add", "-A"], ["git", "commit", "--quiet", "-m", "x"]):
         run(command, folder)
