@@ -60,7 +60,7 @@ def register_model(store: Path, model_name: str, input_shape: tuple, class_names
         experiment = existing.experiment_id if existing else mlflow.create_experiment(
             "serving", artifact_location=(store / "mlartifacts").as_uri())
         with mlflow.start_run(experiment_id=experiment):
-            info = serving.log_classifier(network, keras_file, class_names, None)
+            info = serving.log_classifier(keras_file, class_names)
         version = mlflow.register_model(info.model_uri, model_name)
         MlflowClient().set_registered_model_alias(model_name, "champion", version.version)
     finally:

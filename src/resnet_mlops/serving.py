@@ -90,11 +90,10 @@ def signature(class_names: list[str]) -> mlflow.models.ModelSignature:
         return mlflow.models.infer_signature(model_output=example, params={"top_k": k})
 
 
-def log_classifier(keras_model, keras_file: Path, class_names: list[str], sample: np.ndarray):
+def log_classifier(keras_file: Path, class_names: list[str]):
     """Log the servable model of the active run under `model`; return its ModelInfo.
 
-    `keras_model` and `sample` are accepted for the trainer's call; the signature
-    needs only the class names, and the pixels' shape is read from the saved model.
+    The signature needs only the class names; the pixels' shape is read from the saved model.
     """
     with warnings.catch_warnings():
         # MLflow suggests type hints and an input example; both would bring back an input schema.

@@ -155,5 +155,5 @@ def _log_outputs(layout, class_names, sample, history, record) -> None:
     signature = mlflow.models.infer_signature(sample, classifier.predict(sample, verbose=0))
     mlflow.keras.log_model(classifier, name="keras_model", signature=signature,
                            pip_requirements=serving.requirements())
-    served = serving.log_classifier(classifier, layout.model_file, class_names, sample)
+    served = serving.log_classifier(layout.model_file, class_names)
     record["model_uri"] = served.model_uri
