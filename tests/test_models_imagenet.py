@@ -50,6 +50,26 @@ def test_input_smaller_than_the_network_can_take_is_refused(shape):
     assert str(shape) in str(e.value)
 
 
+def test_the_cifar_stem_makes_the_cifar_resnet18():
+    """3x3 stride-1 stem, no pooling: the CIFAR ResNet-18 of DeVries & Taylor 2017 and
+    kuangliu/pytorch-cifar, 11,173,962 parameters; it keeps 32x32 down to a 4x4 map."""
+    model = build_model("resnet18", (32, 32, 3), 10, stem="cifar")
+    assert trainable_params(model) == 11_173_962
+    assert model.get_layer("conv1_conv").kernel.shape == (3, 3, 3, 64)
+    assert not any(layer.name == "pool1_pool" for layer in model.layers)
+    assert build_model("resnet18", (32, 32, 3), None, stem="cifar", include_top=False).output_shape == (None, 4, 4, 512)
+    assert build_model("resnet50v2", (8, 8, 3), 10, stem="cifar").output_shape == (None, 10)
+
+
+def test_stem_is_checked_and_only_imagenet_networks_take_it():
+    with pytest.raises(InvalidModelOption, match=r"stem must be one of 'imagenet', 'cifar', got 'tiny'"):
+        build_model("resnet18", (32, 32, 3), 10, stem="tiny")
+    with pytest.raises(InvalidModelOption, match=r"unknown option 'stem' for resnet56"):
+        build_model("resnet56", (32, 32, 3), 10, stem="cifar")
+    with pytest.raises(InvalidModelOption, match=r"too small for resnet18: height and width must be at least 8"):
+        build_model("resnet18", (7, 7, 3), 10, stem="cifar")
+
+
 def test_resnet18_and_34_are_the_papers_networks():
     """No conv biases and projection shortcuts: torchvision's counts, 11,689,512 and 21,797,672."""
     assert trainable_params(build_model("resnet18", (224, 224, 3), 1000)) == 11_689_512

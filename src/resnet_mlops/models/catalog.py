@@ -44,10 +44,15 @@ class Architecture:
     preact: bool = False
     stages: tuple[int, ...] = ()
 
-    @property
-    def min_input_size(self) -> int:
-        """Smallest height/width: the total stride, so the last feature map is at least 1x1."""
-        return 32 if self.family == "imagenet" else 4
+    def min_input_size(self, stem: str | None = None) -> int:
+        """Smallest height/width: the total stride, so the last feature map is at least 1x1.
+
+        An ImageNet network's own stem downsamples 4x (stride-2 convolution, then
+        max pooling); with ``stem="cifar"`` it keeps full resolution.
+        """
+        if self.family != "imagenet":
+            return 4
+        return 8 if stem == "cifar" else 32
 
 
 def _cifar(depth=None):
@@ -81,6 +86,7 @@ ARCHITECTURES: dict[str, Architecture] = {
 MODEL_NAMES: tuple[str, ...] = tuple(ARCHITECTURES)
 
 PREPROCESSING_MODES = ("scale", "caffe", "tf")
+STEMS = ("imagenet", "cifar")
 POOLING_MODES = (None, "avg", "max")
 CLASSIFIER_ACTIVATIONS = ("softmax", "sigmoid", "linear", None)
 
@@ -103,10 +109,15 @@ def option_defaults(arch: Architecture) -> dict:
 
     Only basic-block networks take ``shortcut``: the paper's CIFAR models use
     option A, its ImageNet models option B; bottleneck networks always project.
+    Only ImageNet networks take ``stem``: "imagenet" (7x7 stride-2 convolution
+    and max pooling, the paper's) or "cifar" (one 3x3 stride-1 convolution, the
+    usual adaptation to 32x32 images, as in the CIFAR "ResNet-18").
     """
     defaults = dict(COMMON_OPTIONS, depth=arch.depth)
     if arch.block == "basic":
         defaults["shortcut"] = "A" if arch.family == "cifar" else "B"
+    if arch.family == "imagenet":
+        defaults["stem"] = "imagenet"
     return defaults
 
 
@@ -262,6 +273,7 @@ _CHECKS = {
     "include_top": _check_flag("include_top"),
     "weight_decay": _check_weight_decay,
     "preprocessing": _check_choice("preprocessing", PREPROCESSING_MODES),
+    "stem": _check_choice("stem", STEMS),
     "pooling": _check_choice("pooling", POOLING_MODES),
     "classifier_activation": _check_choice("classifier_activation", CLASSIFIER_ACTIVATIONS),
     "mean": _check_stats("mean"),
@@ -293,11 +305,11 @@ def _check_input_shape(name, arch, input_shape, options) -> tuple[int, int, int]
             f"input_shape must be (height, width, channels) of positive integers, got {input_shape!r}",
         )
     height, width, channels = shape
-    if min(height, width) < arch.min_input_size:
+    smallest = arch.min_input_size(options.get("stem"))
+    if min(height, width) < smallest:
         raise InvalidModelOption(
             "input_shape", input_shape,
-            f"input_shape {input_shape!r} is too small for {name}: "
-            f"height and width must be at least {arch.min_input_size}",
+            f"input_shape {input_shape!r} is too small for {name}: height and width must be at least {smallest}",
         )
     if options["preprocessing"] == "caffe" and channels != 3:
         raise InvalidModelOption(

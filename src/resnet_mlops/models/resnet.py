@@ -43,10 +43,10 @@ def build(config: ModelConfig) -> keras.Model:
     )
     inputs = keras.Input(config.input_shape, name="pixels")
     x = Preprocess(options["preprocessing"], options["mean"], options["std"], name="preprocess")(inputs)
-    if arch.family == "imagenet":
+    if arch.family == "imagenet" and options["stem"] == "imagenet":
         x = _imagenet_stem(x, make, arch.preact)
     else:
-        x = _cifar_stem(x, make, arch.preact)
+        x = _cifar_stem(x, make, arch.preact, IMAGENET_WIDTHS[0] if arch.family == "imagenet" else CIFAR_WIDTHS[0])
 
     block, widths, strides, stride_last = _stage_plan(config)
     for index, (width, stride, blocks) in enumerate(zip(widths, strides, config.blocks_per_stage())):
@@ -59,8 +59,8 @@ def build(config: ModelConfig) -> keras.Model:
     return keras.Model(inputs, x, name=config.name)
 
 
-def _cifar_stem(x, make, preact):
-    x = make.conv(CIFAR_WIDTHS[0], 3, "conv1_conv", padding="same")(x)
+def _cifar_stem(x, make, preact, width):
+    x = make.conv(width, 3, "conv1_conv", padding="same")(x)
     if not preact:  # a pre-activation network's first block normalises the stem's output itself
         x = make.bn("conv1_bn")(x)
         x = layers.Activation("relu", name="conv1_relu")(x)

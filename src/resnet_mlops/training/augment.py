@@ -20,7 +20,7 @@ from resnet_mlops.config import AugmentSettings
 class Augment(keras.layers.Layer):
     """Random crop after zero padding, horizontal flip and cutout; identity when not training.
 
-    Its random state is saved with the weights (checkpoints resume the same stream).
+    Its random state is one of the model's variables, so checkpoints resume the same stream.
     """
 
     def __init__(self, crop: int = 0, flip: bool = False, cutout: int = 0, seed: int | None = None, **kwargs):
@@ -74,13 +74,6 @@ class Augment(keras.layers.Layer):
 
     def compute_output_shape(self, input_shape):
         return input_shape
-
-    def save_own_variables(self, store):
-        store["rng"] = ops.convert_to_numpy(self.generator.state.value)
-
-    def load_own_variables(self, store):
-        if "rng" in store:
-            self.generator.state.assign(np.asarray(store["rng"]))
 
     def get_config(self) -> dict:
         return {**super().get_config(), "crop": self.crop, "flip": self.flip, "cutout": self.cutout,
