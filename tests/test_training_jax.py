@@ -24,8 +24,14 @@ def test_train_stage_runs_on_jax_without_tensorflow(tmp_path, monkeypatch):
                                        "augment": {"crop": 1, "flip": True, "mixup": 0.2}}}
     folder = copy_project(tmp_path / "jax", params)
     run(["resnet-mlops", "prepare"], folder)
-    done = run([sys.executable, "-c", WITHOUT_TENSORFLOW], folder, env={**os.environ, "KERAS_BACKEND": "jax"})
+    cache = tmp_path / "user-cache"
+    env = {**os.environ, "KERAS_BACKEND": "jax", "XDG_CACHE_HOME": str(cache),
+           "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0"}
+    env.pop("JAX_COMPILATION_CACHE_DIR", None)
+    done = run([sys.executable, "-c", WITHOUT_TENSORFLOW], folder, env=env)
     assert "train: jax: CPU only" in done.stdout
+    compiled = list((cache / "resnet-mlops/jax-compilation").iterdir())  # a retrain skips compiling these
+    assert any(entry.name.startswith("jit_train_step") for entry in compiled), [e.name for e in compiled]
 
     client = MlflowClient(f"sqlite:///{folder.resolve()}/mlflow.db")
     (tracked,) = client.search_runs([client.get_experiment_by_name("tests").experiment_id])

@@ -94,3 +94,8 @@ def tracking_uri(start: Path | None = None) -> str:
 def artifact_root(start: Path | None = None) -> str:
     """Where experiments created by this project keep their artifacts (beside the SQLite store)."""
     return (repository_root(start) / "mlartifacts").as_uri()
+
+
+def user_cache() -> Path:
+    """This user's cache of downloads and compiled code, shared by every project (XDG layout)."""
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "resnet-mlops"

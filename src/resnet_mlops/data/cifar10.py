@@ -10,7 +10,6 @@ test set; val is drawn from the training batches.
 from __future__ import annotations
 
 import hashlib
-import os
 import pickle
 import tarfile
 import urllib.error
@@ -19,17 +18,13 @@ from pathlib import Path
 
 import numpy as np
 
-from resnet_mlops import atomic
+from resnet_mlops import atomic, project
 from resnet_mlops.config import DataSettings
 from resnet_mlops.data.examples import Examples, from_arrays
 from resnet_mlops.errors import UserError
 
 TRAIN_BATCHES = tuple(f"data_batch_{i}" for i in range(1, 6))
 TEST_BATCH = "test_batch"
-
-
-def cache_dir() -> Path:
-    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "resnet-mlops"
 
 
 def md5_of(path: Path) -> str:
@@ -42,7 +37,7 @@ def md5_of(path: Path) -> str:
 
 def download(url: str, md5: str) -> Path:
     """The verified tarball in the cache, downloading it when missing."""
-    target = cache_dir() / Path(url).name
+    target = project.user_cache() / Path(url).name
     if target.exists() and md5_of(target) == md5:
         return target
     how = ("download cifar-10-python.tar.gz yourself and set data.path to it "

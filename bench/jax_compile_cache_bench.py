@@ -1,0 +1,82 @@
+"""A retrain under JAX with XLA's compiled code kept on disk, against one that compiles afresh.
+
+The trainer points JAX's persistent compilation cache at resnet-mlops' user cache
+(training/devices.py). This bench runs the real train stage twice in fresh
+processes on the same prepared data, first with an empty cache (cold), then with
+the cache the first run filled (warm), and compares the first epoch's seconds,
+where the compiling happens, and the whole stage. Repeated with a new empty cache
+each round; medians.
+
+    .venv/bin/python bench/jax_compile_cache_bench.py [--repeats 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import yaml
+from mlflow.tracking import MlflowClient
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def make_project(folder: Path) -> None:
+    """ResNet-20 on the digits at 32x32x3, two short epochs, prepared by the real prepare stage."""
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params["data"].update({"source": "digits", "path": None, "image_size": 32, "channels": 3})
+    params["model"] = {"name": "resnet20"}
+    params["train"] = {"epochs": 2, "batch_size": 128, "optimizer": "sgd", "learning_rate": 0.05,
+                       "schedule": "cosine", "augment": {"crop": 4, "flip": True}}
+    (folder / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    subprocess.run(["resnet-mlops", "prepare"], cwd=folder, check=True, capture_output=True)
+
+
+def train_seconds(folder: Path, cache: Path) -> tuple[float, float]:
+    """(first epoch s, whole stage s) of `resnet-mlops train` under JAX with `cache` as XDG_CACHE_HOME."""
+    env = {**os.environ, "KERAS_BACKEND": "jax", "XDG_CACHE_HOME": str(cache),
+           "MLFLOW_TRACKING_URI": f"sqlite:///{folder}/mlflow.db", "MLFLOW_DISABLE_TELEMETRY": "true"}
+    env.pop("JAX_COMPILATION_CACHE_DIR", None)
+    started = time.perf_counter()
+    subprocess.run([str(Path(sys.executable).parent / "resnet-mlops"), "train"], cwd=folder, env=env,
+                   check=True, capture_output=True)
+    whole = time.perf_counter() - started
+    run_id = json.loads((folder / "models/run.json").read_text())["run_id"]
+    first = MlflowClient(env["MLFLOW_TRACKING_URI"]).get_metric_history(run_id, "epoch_seconds")[0]
+    return first.value, whole
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    rows = {"cold": [], "warm": []}
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp) / "project"
+        folder.mkdir()
+        make_project(folder)
+        for round_ in range(args.repeats):
+            cache = Path(tmp) / f"cache-{round_}"
+            rows["cold"].append(train_seconds(folder, cache))
+            rows["warm"].append(train_seconds(folder, cache))
+        entries = len(list((Path(tmp) / "cache-0/resnet-mlops/jax-compilation").iterdir()))
+    print(f"ResNet-20, digits 32x32x3, batch 128, JAX on {os.cpu_count()} CPU cores; medians of {args.repeats}; "
+          f"{entries} cached programs")
+    medians = {}
+    for side, values in rows.items():
+        medians[side] = [statistics.median(column) for column in zip(*values)]
+        print(f"{side:<6} first epoch {medians[side][0]:6.1f} s   whole stage {medians[side][1]:6.1f} s   "
+              f"runs {[(round(a, 1), round(b, 1)) for a, b in values]}")
+    print(f"warm/cold: first epoch {medians['warm'][0] / medians['cold'][0]:.2f}x, "
+          f"whole stage {medians['warm'][1] / medians['cold'][1]:.2f}x")
+
+
+if __name__ == "__main__":
+    main()
