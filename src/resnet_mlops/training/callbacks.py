@@ -20,8 +20,10 @@ class MlflowEpochLogger(keras.callbacks.Callback):
         self._started = time.perf_counter()
 
     def on_epoch_end(self, epoch, logs=None):
-        seconds = time.perf_counter() - self._started
+        # Read the metrics first: under JAX the device may still be working through the
+        # epoch's dispatched steps, and reading a value waits for it.
         metrics = {key: float(value) for key, value in (logs or {}).items()}
+        seconds = time.perf_counter() - self._started
         metrics["learning_rate"] = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
         metrics["epoch_seconds"] = seconds
         metrics["images_per_second"] = self.examples_per_epoch / seconds if seconds > 0 else 0.0
