@@ -22,21 +22,8 @@ import tempfile
 import time
 from pathlib import Path
 
-import yaml
 from mlflow.tracking import MlflowClient
-
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def make_project(folder: Path) -> None:
-    """ResNet-20 on the digits at 32x32x3, two short epochs, prepared by the real prepare stage."""
-    params = yaml.safe_load((ROOT / "params.yaml").read_text())
-    params["data"].update({"source": "digits", "path": None, "image_size": 32, "channels": 3})
-    params["model"] = {"name": "resnet20"}
-    params["train"] = {"epochs": 2, "batch_size": 128, "optimizer": "sgd", "learning_rate": 0.05,
-                       "schedule": "cosine", "augment": {"crop": 4, "flip": True}}
-    (folder / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    subprocess.run(["resnet-mlops", "prepare"], cwd=folder, check=True, capture_output=True)
+from train_overhead_bench import make_project  # ResNet-20 on the digits at 32x32x3, two epochs, prepared
 
 
 def train_seconds(folder: Path, cache: Path) -> tuple[float, float]:
@@ -67,7 +54,7 @@ def main() -> None:
             rows["cold"].append(train_seconds(folder, cache))
             rows["warm"].append(train_seconds(folder, cache))
         entries = len(list((Path(tmp) / "cache-0/resnet-mlops/jax-compilation").iterdir()))
-    print(f"ResNet-20, digits 32x32x3, batch 128, JAX on {os.cpu_count()} CPU cores; medians of {args.repeats}; "
+    print(f"ResNet-20, digits 32x32x3, batch 64, JAX on {os.cpu_count()} CPU cores; medians of {args.repeats}; "
           f"{entries} cached programs")
     medians = {}
     for side, values in rows.items():

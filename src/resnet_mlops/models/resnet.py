@@ -43,12 +43,12 @@ def build(config: ModelConfig) -> keras.Model:
     )
     inputs = keras.Input(config.input_shape, name="pixels")
     x = Preprocess(options["preprocessing"], options["mean"], options["std"], name="preprocess")(inputs)
-    if arch.family == "imagenet" and options["stem"] == "imagenet":
-        x = _imagenet_stem(x, make, arch.preact)
-    else:
-        x = _cifar_stem(x, make, arch.preact, IMAGENET_WIDTHS[0] if arch.family == "imagenet" else CIFAR_WIDTHS[0])
-
     block, widths, strides, stride_last = _stage_plan(config)
+    if arch.family == "imagenet" and options["stem"] == "imagenet":
+        x = _imagenet_stem(x, make, arch.preact, widths[0])
+    else:
+        x = _cifar_stem(x, make, arch.preact, widths[0])
+
     for index, (width, stride, blocks) in enumerate(zip(widths, strides, config.blocks_per_stage())):
         x = _stack(x, block, width, blocks, stride, stride_last, name=f"conv{index + 2}", make=make)
 
@@ -67,9 +67,9 @@ def _cifar_stem(x, make, preact, width):
     return x
 
 
-def _imagenet_stem(x, make, preact):
+def _imagenet_stem(x, make, preact, width):
     x = layers.ZeroPadding2D(3, name="conv1_pad")(x)
-    x = make.conv(IMAGENET_WIDTHS[0], 7, "conv1_conv", strides=2)(x)
+    x = make.conv(width, 7, "conv1_conv", strides=2)(x)
     if not preact:
         x = make.bn("conv1_bn")(x)
         x = layers.Activation("relu", name="conv1_relu")(x)
