@@ -14,16 +14,21 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
 from pathlib import Path
 
-from prefect import flow, get_run_logger, task
-from prefect.artifacts import create_markdown_artifact
-from prefect.runtime import flow_run
+from resnet_mlops import console
 
-from resnet_mlops.config import load_params
-from resnet_mlops.data.prepared import read_summary
-from resnet_mlops.project import Layout
-from resnet_mlops.tracking import FLOW_RUN_ENV
+console.quiet_environment()  # before Prefect reads its settings: no telemetry attempts offline
+
+from prefect import flow, get_run_logger, task  # noqa: E402
+from prefect.artifacts import create_markdown_artifact  # noqa: E402
+from prefect.runtime import flow_run  # noqa: E402
+
+from resnet_mlops.config import load_params  # noqa: E402
+from resnet_mlops.data.prepared import read_summary  # noqa: E402
+from resnet_mlops.project import Layout, path_with_this_environment  # noqa: E402
+from resnet_mlops.tracking import FLOW_RUN_ENV  # noqa: E402
 
 
 def stage_summary(stage: str, project_dir: Path) -> dict:
@@ -42,10 +47,10 @@ def stage_summary(stage: str, project_dir: Path) -> dict:
 
 def run_dvc_stage(stage: str, project_dir: str) -> dict:
     logger = get_run_logger()
-    env = {**os.environ, FLOW_RUN_ENV: str(flow_run.id or "")}
-    done = subprocess.run(["dvc", "repro", "--single-item", stage], cwd=project_dir, env=env,
-                          capture_output=True, text=True)
-    logger.info("dvc repro --single-item %s\n%s", stage, done.stdout[-4000:])
+    env = {**os.environ, FLOW_RUN_ENV: str(flow_run.id or ""), "PATH": path_with_this_environment()}
+    done = subprocess.run([sys.executable, "-m", "dvc", "repro", "--single-item", stage], cwd=project_dir,
+                          env=env, capture_output=True, text=True)
+    logger.info("dvc repro --single-item %s\n%s", stage, console.without_dvc_hints(done.stdout)[-4000:])
     if done.returncode != 0:
         raise RuntimeError(f"stage {stage} failed (exit {done.returncode}):\n{done.stderr[-4000:]}")
     summary = stage_summary(stage, Path(project_dir))

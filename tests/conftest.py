@@ -79,3 +79,18 @@ def make_project_repo(folder: Path, params: dict) -> Path:
 def project_repo(tmp_path, tiny_params, monkeypatch) -> Path:
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     return make_project_repo(tmp_path / "repo", tiny_params)
+
+
+OUTPUTS = ("data/prepared", "models/model.keras", "models/run.json", "reports")
+
+
+def outputs_of(repo: Path) -> dict[str, bytes]:
+    """Every stage output's bytes, by path: what a failed run must leave exactly as it was."""
+    found = {}
+    for name in OUTPUTS:
+        path = repo / name
+        for file in sorted(path.rglob("*")) if path.is_dir() else [path]:
+            if file.is_file() and not file.name.endswith(".failed.json"):
+                found[str(file.relative_to(repo))] = file.read_bytes()
+    assert len(found) > 10, sorted(found)
+    return found

@@ -12,11 +12,13 @@ import json
 import os
 import signal
 import socket
+import struct
 import subprocess
 import tempfile
 import time
 import urllib.error
 import urllib.request
+import zlib
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -89,6 +91,26 @@ def cifar_jpegs(per_class: int) -> list[tuple[str, bytes]]:
     return sorted(found)
 
 
+def huge_png(width: int, height: int) -> bytes:
+    """A valid 1-bit PNG of any size in a few kB, written without Pillow holding its pixels."""
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    row, packer = b"\x00" * (1 + (width + 7) // 8), zlib.compressobj(9)
+    pixels = b"".join(packer.compress(row) for _ in range(height)) + packer.flush()
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0))
+            + chunk(b"IDAT", pixels) + chunk(b"IEND", b""))
+
+
+# What MLflow prints that says nothing to our users; none of it may reach a command's console.
+MLFLOW_NOISE = ("Add type hints to the `predict` method", "serialized using CloudPickle", "Downloading artifacts")
+
+
+def mlflow_noise(text: str) -> list[str]:
+    """The lines of `text` that are MLflow's noise."""
+    return [line for line in text.splitlines() if any(noise in line for noise in MLFLOW_NOISE)]
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -109,9 +131,13 @@ def post(url: str, body: bytes, content_type: str = "application/json") -> tuple
 
 
 @contextmanager
-def serving_process(args: list[str], cwd: Path, env: dict, port: int, startup_s: float = 180):
-    """`resnet-mlops serve ARGS --port PORT` as a real process; yield its base URL once it answers /ping."""
-    log = tempfile.TemporaryFile()  # a file, not a pipe: nobody reads the access log while it runs
+def serving_process(args: list[str], cwd: Path, env: dict, port: int, startup_s: float = 180, log=None):
+    """`resnet-mlops serve ARGS --port PORT` as a real process; yield its base URL once it answers /ping.
+
+    Its stdout and stderr go to `log` (a binary file) when given, else to a temporary file.
+    """
+    own_log = log is None
+    log = log or tempfile.TemporaryFile()  # a file, not a pipe: nobody reads the access log while it runs
     server = subprocess.Popen(["resnet-mlops", "serve", *args, "--port", str(port)], cwd=cwd,
                               env={**os.environ, **env}, stdout=log, stderr=subprocess.STDOUT,
                               start_new_session=True)
@@ -131,7 +157,8 @@ def serving_process(args: list[str], cwd: Path, env: dict, port: int, startup_s:
         yield base
     finally:
         _stop(server)
-        log.close()
+        if own_log:
+            log.close()
 
 
 def _stop(server: subprocess.Popen) -> None:

@@ -9,6 +9,7 @@ import yaml
 
 from resnet_mlops.config import flatten, load_params
 from resnet_mlops.errors import ConfigError
+from resnet_mlops.training.presets import DEFAULTS
 from conftest import PROJECT, write_params
 
 
@@ -17,6 +18,7 @@ def test_the_shipped_params_file_is_valid():
     assert params.data.source == "digits"
     assert params.model.name == "resnet20"
     assert params.train.epochs >= 1 and params.train.learning_rate > 0
+    assert params.train.schedule == DEFAULTS["schedule"] != "constant"  # a decaying rate, as in the code
     assert params.register.model_name
 
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import sys
 import threading
 import time
 from pathlib import Path
@@ -13,7 +15,7 @@ import yaml
 from mlflow.tracking import MlflowClient
 from prefect.testing.utilities import prefect_test_harness
 
-from conftest import make_project_repo, run
+from conftest import make_project_repo, outputs_of, run, write_params
 
 pytestmark = pytest.mark.slow
 
@@ -47,7 +49,10 @@ def test_retrain_flow_matches_dvc_repro(prefect_api, tmp_path, tiny_params, monk
     by_flow = make_project_repo(tmp_path / "flow", tiny_params)
     by_dvc = make_project_repo(tmp_path / "dvc", tiny_params)
 
-    state = retrain(project_dir=str(by_flow), return_state=True)
+    with monkeypatch.context() as unactivated:  # `.venv/bin/python -m pipeline.flows` from a plain shell
+        bin_dir = str(Path(sys.executable).parent)
+        unactivated.setenv("PATH", os.pathsep.join(p for p in os.environ["PATH"].split(os.pathsep) if p != bin_dir))
+        state = retrain(project_dir=str(by_flow), return_state=True)
     assert state.is_completed()
     summaries = state.result()
     assert list(summaries) == ["prepare", "train", "evaluate", "register"]
@@ -65,6 +70,15 @@ def test_retrain_flow_matches_dvc_repro(prefect_api, tmp_path, tiny_params, monk
     client = MlflowClient(tracking_uri=f"sqlite:///{by_flow.resolve()}/mlflow.db")
     run_id = json.loads((by_flow / "models/run.json").read_text())["run_id"]
     assert client.get_run(run_id).data.tags["prefect.flow_run_id"] == str(state.state_details.flow_run_id)
+
+    # A stage that fails fails the flow run, and the last good outputs stay in place.
+    good = outputs_of(by_flow)
+    tiny_params["data"] = {**tiny_params["data"], "source": "folder", "path": "data/raw/nowhere"}
+    write_params(by_flow, tiny_params)
+    failed = retrain(project_dir=str(by_flow), return_state=True)
+    assert failed.is_failed() and "data/raw/nowhere: no such file or folder" in str(failed.message or "") + str(
+        failed.result(raise_on_failure=False))
+    assert outputs_of(by_flow) == good
 
 
 def kill_training_after_first_checkpoint(repo: Path, killed: list) -> None:

@@ -109,8 +109,44 @@ def test_fail_mode_stops_naming_the_file_and_writes_nothing(tmp_path, tiny_param
     settings = settings_for(tmp_path, tiny_params, root, on_error="fail")
     with pytest.raises(UserError, match=r"cat/truncated.jpg: undecodable"):
         run_prepare(tmp_path, settings)
-    assert not (tmp_path / "out").exists()
-    assert json.loads((tmp_path / "out.json").read_text())["problem_counts"] == {"undecodable": 1}
+    assert not (tmp_path / "out").exists() and not (tmp_path / "out.json").exists()
+    assert json.loads((tmp_path / "out.failed.json").read_text())["problem_counts"] == {"undecodable": 1}
+
+
+def test_a_failed_run_keeps_the_good_runs_dataset_and_report_and_says_so(tmp_path, tiny_params):
+    root = good_tree(tmp_path / "images")
+    good_summary, good_report = run_prepare(tmp_path, settings_for(tmp_path, tiny_params, root))
+    before = {p.name: p.read_bytes() for p in (tmp_path / "out").iterdir()}
+    (root / "cat" / "truncated.jpg").write_bytes(image_bytes("JPEG", (40, 40))[:300])
+    with pytest.raises(UserError) as failure:
+        run_prepare(tmp_path, settings_for(tmp_path, tiny_params, root, on_error="fail"))
+    assert str(failure.value).endswith(f"listed in {tmp_path / 'out.failed.json'} (set data.on_error: quarantine "
+                                       f"to exclude them and go on); {tmp_path / 'out.json'} still holds the "
+                                       f"last good run's")
+    assert {p.name: p.read_bytes() for p in (tmp_path / "out").iterdir()} == before
+    assert json.loads((tmp_path / "out.json").read_text()) == good_report
+    assert json.loads((tmp_path / "out.failed.json").read_text())["problem_counts"] == {"undecodable": 1}
+    (root / "cat" / "truncated.jpg").unlink()  # fixed: the next good run replaces both and drops the failed report
+    run_prepare(tmp_path, settings_for(tmp_path, tiny_params, root, on_error="fail"))
+    assert not (tmp_path / "out.failed.json").exists()
+
+
+def test_one_class_folder_is_one_class_not_files_outside_class_folders(tmp_path, tiny_params):
+    for archived in (False, True):
+        root = tmp_path / f"digits-{archived}"
+        (root / "3").mkdir(parents=True)
+        for i in range(5):
+            (root / "3" / f"{i}.png").write_bytes(image_bytes("PNG", seed=i))
+        path = root
+        if archived:
+            path = tmp_path / "digits.tar"
+            with tarfile.open(path, "w") as archive:
+                archive.add(root / "3", arcname="3")
+        with pytest.raises(UserError) as failure:
+            run_prepare(tmp_path, settings_for(tmp_path, tiny_params, path))
+        assert str(failure.value).startswith(f"{path}: 1 usable class (3) found; a classifier needs at least 2")
+        report = json.loads((tmp_path / "out.failed.json").read_text())
+        assert report["problems"] == [] and report["kept"] == 5
 
 
 def _tar_with_bad_entries(path: Path, source: Path) -> None:

@@ -16,6 +16,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from conftest import run, write_params
+from test_readme import NOISE
 
 pytestmark = pytest.mark.slow
 
@@ -33,12 +34,19 @@ def test_dvc_repro_end_to_end(project_repo, tiny_params):
     repo = project_repo
     client_uri = f"sqlite:///{repo.resolve()}/mlflow.db"
 
-    # 1. First run: every stage, one MLflow run, version 1 is @champion.
-    assert ran_stages(repro(repo)) == {"prepare", "train", "evaluate", "register"}
+    # 1. First run: every stage, one MLflow run, version 1 is @champion; only our own lines on the console.
+    printed = repro(repo)
+    assert ran_stages(printed) == {"prepare", "train", "evaluate", "register"}
+    # (Plain `dvc repro` ends with DVC's own `dvc push` hint; `make run` leaves it out, see test_runner.py.)
+    noise = [n for n in NOISE if n != "Use `dvc push`"]
+    noisy = [line for line in printed.splitlines() if any(n in line for n in noise)]
+    assert not noisy, "\n".join(noisy)
     for output in ("data/prepared/train_images.npy", "data/prepared/summary.json", "models/model.keras",
-                   "models/run.json", "reports/history.csv", "reports/metrics.json",
+                   "models/run.json", "reports/history.csv", "reports/curves.png", "reports/metrics.json",
                    "reports/confusion.csv", "reports/confusion_matrix.png", "reports/registration.json"):
         assert (repo / output).is_file(), output
+    plots = json.loads(run(["dvc", "plots", "show", "--json"], repo).stdout)["data"]
+    assert list(plots) == ["loss", "accuracy", "confusion"]  # no raw-file charts, no image twice
     metrics = json.loads((repo / "reports/metrics.json").read_text())
     prepared = json.loads((repo / "data/prepared/summary.json").read_text())
     assert 0 <= metrics["test_accuracy"] <= 1
@@ -53,6 +61,10 @@ def test_dvc_repro_end_to_end(project_repo, tiny_params):
     assert [r.info.run_id for r in runs] == [run_id]  # one execution, one run, no orphans
     tracked = runs[0]
     assert tracked.info.status == "FINISHED"
+    assert tracked.info.artifact_uri.startswith((repo / "mlartifacts").resolve().as_uri() + "/")
+    assert not (repo / "mlruns").exists()
+    assert {a.path for a in client.list_artifacts(run_id, "reports")} >= {
+        "reports/history.csv", "reports/curves.png", "reports/confusion_matrix.png", "reports/metrics.json"}
     assert tracked.data.params["train.epochs"] == "2" and tracked.data.params["model.depth"] == "8"
     assert {"loss", "accuracy", "val_loss", "val_accuracy", "learning_rate", "test_accuracy"} <= set(tracked.data.metrics)
     assert len(client.get_metric_history(run_id, "val_accuracy")) == 2
@@ -91,17 +103,35 @@ def test_dvc_repro_end_to_end(project_repo, tiny_params):
     assert len(client.search_runs([experiment.experiment_id])) == 3
 
 
-def test_dvc_exp_run_temp_logs_to_the_repository_store(project_repo):
+def test_dvc_exp_run_temp_logs_to_the_repository_store_and_says_how_to_rebuild_it(project_repo):
     repo = project_repo
+    first = run(["git", "rev-parse", "HEAD"], repo).stdout.strip()
     repro(repo)
     run(["git", "add", "-A"], repo)
     run(["git", "commit", "--quiet", "-m", "baseline"], repo)
+    baseline = run(["git", "rev-parse", "HEAD"], repo).stdout.strip()
     run(["dvc", "exp", "run", "--temp", "-S", "train.epochs=1"], repo)
     client = MlflowClient(tracking_uri=f"sqlite:///{repo.resolve()}/mlflow.db")
-    runs = client.search_runs([client.get_experiment_by_name("tests").experiment_id])
+    experiment = client.get_experiment_by_name("tests").experiment_id
+    runs = client.search_runs([experiment], order_by=["attributes.start_time"])
     assert len(runs) == 2
-    assert sorted(r.data.params["train.epochs"] for r in runs) == ["1", "2"]
-    assert not list((repo / ".dvc" / "tmp").rglob("mlflow.db"))  # nothing landed inside the temp copy
+    assert [r.data.params["train.epochs"] for r in runs] == ["2", "1"]
+    for nowhere in ("mlflow.db", "mlruns", "mlartifacts"):  # nothing landed inside the temp copy
+        assert not list((repo / ".dvc" / "tmp").rglob(nowhere)), nowhere
+    assert not (repo / "mlruns").exists()
+    assert all(r.info.artifact_uri.startswith((repo / "mlartifacts").resolve().as_uri()) for r in runs)
+
+    tags = runs[1].data.tags
+    exp_names = run(["dvc", "exp", "ls", "--name-only"], repo).stdout.split()
+    assert tags["dvc.experiment"] in exp_names
+    assert tags["reproduce"] == f"git checkout {baseline} && dvc checkout && dvc exp run -S train.epochs=1"
+    assert runs[0].data.tags["reproduce"] == f"git checkout {first} && dvc checkout && dvc repro"
+
+    # The recorded command, run as it stands, trains the experiment's configuration again.
+    run(["bash", "-c", tags["reproduce"]], repo)
+    rebuilt = client.search_runs([experiment], order_by=["attributes.start_time DESC"])[0]
+    assert rebuilt.info.run_id not in {r.info.run_id for r in runs}
+    assert rebuilt.data.tags["params.hash"] == tags["params.hash"] != runs[0].data.tags["params.hash"]
 
 
 def test_dvc_repro_on_a_dvc_tracked_image_archive(project_repo, tiny_params):

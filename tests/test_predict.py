@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import tarfile
 import zipfile
+from pathlib import Path
 
 import mlflow
 import numpy as np
@@ -15,7 +17,8 @@ import pytest
 from conftest import run
 from resnet_mlops.cli import main
 from resnet_mlops.data import images
-from served_model import CIFAR_CLASSES, cifar_jpegs, cifar_labels, frame_records, register_model, same_predictions
+from served_model import (CIFAR_CLASSES, cifar_jpegs, cifar_labels, frame_records, huge_png, mlflow_noise,
+                          register_model, same_predictions)
 from test_folder_source import image_bytes
 
 MODEL = "models:/tiny-cifar@champion"
@@ -116,3 +119,37 @@ def test_predict_single_files_to_stdout(champion, monkeypatch, capsys):
     assert [row["path"] for row in rows] == given
     assert same_predictions(rows, [expected["big.png"], expected["cat/0000.jpg"]])
     assert out.err.strip().endswith("predict: 2 images labelled, 0 could not be (see the error column)")
+
+
+def test_predict_reports_an_image_over_the_pixel_limit_in_the_servings_words(champion, tmp_path, monkeypatch, capsys):
+    """A 10000x10000 PNG (over Pillow's own 89 MP warning) is refused by the 50 MP serving limit, from its header."""
+    uri, folder, expected = champion
+    (tmp_path / "huge.png").write_bytes(huge_png(10000, 10000))
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    given = [str(tmp_path / "huge.png"), str(folder / "cat" / "0000.jpg")]
+    assert main(["predict", *given, "--model", MODEL, "--top-k", "3", "--format", "json"]) == 0
+    huge, cat = json.loads(capsys.readouterr().out)
+    assert huge["label"] is None
+    assert huge["error"] == "too_many_pixels: 10000x10000 is over the limit of 50000000 pixels"
+    assert cat["error"] is None and same_predictions([cat], [expected["cat/0000.jpg"]])
+
+
+def test_logging_the_model_and_predicting_print_none_of_mlflows_noise(tmp_path):
+    """No "Add type hints" warning, CloudPickle notice or artifact progress bar, in a fresh process each."""
+    env = {key: value for key, value in os.environ.items() if key != "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"}
+    store = tmp_path / "store"
+    logging_it = (f"import sys; sys.path.insert(0, {str(Path(__file__).parent)!r})\n"
+                  "from pathlib import Path\n"
+                  "from served_model import CIFAR_CLASSES, register_model\n"
+                  f"register_model(Path({str(store)!r}), 'quiet', (32, 32, 3), CIFAR_CLASSES)\n"
+                  "print('logged')\n")
+    logged = run([sys.executable, "-c", logging_it], tmp_path, env=env)  # serving.log_classifier, as `train` calls it
+    assert "logged" in logged.stdout
+    assert mlflow_noise(logged.stdout + logged.stderr) == []
+
+    (tmp_path / "one.png").write_bytes(image_bytes("PNG", (40, 30), seed=3))
+    done = run(["resnet-mlops", "predict", "one.png", "--model", "models:/quiet@champion", "--top-k", "2"], tmp_path,
+               env={**env, "MLFLOW_TRACKING_URI": f"sqlite:///{store / 'mlflow.db'}"})
+    assert done.stdout.startswith("path,label,class_index,probability,top_k,error\none.png,")
+    assert done.stderr.strip().endswith("predict: 1 images labelled, 0 could not be (see the error column)")
+    assert mlflow_noise(done.stdout + done.stderr) == []

@@ -23,6 +23,27 @@ def test_run_sets_up_git_and_dvc_then_reports(tmp_path, tiny_params, monkeypatch
     assert f"mlflow ui --backend-store-uri sqlite:///{folder.resolve()}/mlflow.db" in out
     assert "serve the champion (models:/tiny-digits@champion) at http://127.0.0.1:5001/invocations:" in out
     assert "/resnet-mlops serve\n" in out
+    assert "== resnet-mlops: pipeline finished (ran prepare, train, evaluate, register) ==" in out
+    hint = out.splitlines()[out.splitlines().index(next(l for l in out.splitlines() if "not committed yet" in l)) + 1]
+    assert hint == "  git add -A && git commit -m 'Pipeline run'"  # a new repository: everything
+    for dvc_hint in ("To track the changes with git", "Use `dvc push`", "Updating lock file"):
+        assert dvc_hint not in out + done.stderr, dvc_hint
+
+    # Nothing changed: it says so, and does not replay the first run's decision as news.
+    again = run(["resnet-mlops", "run"], folder).stdout
+    assert "== resnet-mlops: nothing to do, every stage is up to date (the last run's results) ==" in again
+    assert "@champion          yes, decided by the last run: no champion yet" in again
+    assert "registered model   tiny-digits version 1 (by the last run)" in again
+    assert "@champion          yes: no champion yet" not in again
+
+    # Committed as the summary says, the next summary has nothing to ask.
+    (folder / ".gitignore").write_text("mlflow.db\nmlartifacts/\n")  # as the project's own .gitignore has it
+    run(["bash", "-c", hint], folder)
+    assert "not committed yet" not in run(["resnet-mlops", "run"], folder).stdout
+    (folder / "params.yaml").write_text((folder / "params.yaml").read_text().replace("epochs: 2", "epochs: 1"))
+    retrained = run(["resnet-mlops", "run"], folder).stdout
+    assert "ran train, evaluate, register" in retrained
+    assert "  git add dvc.lock params.yaml reports && git commit -m 'Pipeline run'" in retrained
 
 
 def test_run_with_bad_params_touches_nothing(tmp_path, tiny_params):

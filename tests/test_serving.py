@@ -1,4 +1,4 @@
-"""The served model over HTTP: `resnet-mlops serve` as a real `mlflow models serve` process.
+"""The served model over HTTP: `resnet-mlops serve` as a real process (MLflow's scoring server under uvicorn).
 
 Real CIFAR-10 JPEGs and the pipeline's digits arrays are scored by the server and
 in-process through the same pyfunc, and must agree. Every kind of bad request is
@@ -12,6 +12,7 @@ import io
 import json
 import os
 import socket
+import tempfile
 
 import mlflow
 import numpy as np
@@ -20,8 +21,8 @@ from PIL import Image
 
 from conftest import run
 from resnet_mlops.data import images
-from served_model import (CIFAR_CLASSES, cifar_jpegs, cifar_labels, frame_records, free_port, post,
-                          register_model, same_predictions, serving_process)
+from served_model import (CIFAR_CLASSES, cifar_jpegs, cifar_labels, frame_records, free_port, huge_png, mlflow_noise,
+                          post, register_model, same_predictions, serving_process)
 
 pytestmark = pytest.mark.slow
 
@@ -39,7 +40,8 @@ def policy(files) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def cifar(tmp_path_factory):
-    """(server URL, in-process pyfunc, the 40 JPEGs) for a CIFAR-shaped champion served with small limits."""
+    """(server URL, in-process pyfunc, the 40 JPEGs, the server's log) for a CIFAR-shaped champion served
+    with small limits."""
     files = cifar_jpegs(per_class=4)
     store = tmp_path_factory.mktemp("served")
     uri = register_model(store, "tiny-cifar", (32, 32, 3), CIFAR_CLASSES, train_on=(policy(files), cifar_labels(files)))
@@ -50,8 +52,9 @@ def cifar(tmp_path_factory):
     finally:
         mlflow.set_tracking_uri(previous)
     args = ["--model", "models:/tiny-cifar@champion", "--max-batch", str(MAX_BATCH), "--max-request-mb", "1"]
-    with serving_process(args, store, {"MLFLOW_TRACKING_URI": uri}, free_port()) as base:
-        yield base + "/invocations", local, files
+    with tempfile.TemporaryFile() as log, serving_process(args, store, {"MLFLOW_TRACKING_URI": uri}, free_port(),
+                                                          log=log) as base:
+        yield base + "/invocations", local, files, log
 
 
 def ask(url: str, body: dict) -> tuple[int, dict]:
@@ -63,7 +66,7 @@ def local_answer(local, pixels: np.ndarray, top_k: int = 10) -> list[dict]:
 
 
 def test_cifar_jpegs_served_equal_in_process_predictions(cifar):
-    url, local, files = cifar
+    url, local, files, _ = cifar
     expected = local_answer(local, policy(files))
     assert len({p["label"] for p in expected}) > 3  # a model that tells images apart
     records = {"dataframe_records": [{"image": b64(data)} for _, data in files], "params": {"top_k": 10}}
@@ -85,7 +88,7 @@ def test_cifar_jpegs_served_equal_in_process_predictions(cifar):
 
 
 def test_raw_pixels_as_integers_and_floats_equal_in_process_predictions(cifar):
-    url, local, files = cifar
+    url, local, files, _ = cifar
     pixels = policy(files)
     expected = local_answer(local, pixels)
     for sent in (pixels.tolist(), (pixels / 1.0).tolist()):
@@ -95,7 +98,7 @@ def test_raw_pixels_as_integers_and_floats_equal_in_process_predictions(cifar):
 
 
 def test_any_size_and_format_is_resized_as_prepare_does(cifar):
-    url, local, files = cifar
+    url, local, files, _ = cifar
     encoded = []
     for (_, data), (fmt, size) in zip(files, [("PNG", (97, 61)), ("WEBP", (20, 50)), ("BMP", (32, 32))]):
         buffer = io.BytesIO()
@@ -123,19 +126,25 @@ def bad_requests(files) -> dict[str, tuple[bytes, str]]:
         "not base64": (json.dumps({"dataframe_records": [{"image": "not base64!"}]}).encode(), "not valid base64"),
         "empty batch": (b'{"inputs": []}', "the batch is empty"),
         "empty image list": (b'{"inputs": {"image": []}}', "the batch is empty"),
+        "empty records": (b'{"dataframe_records": []}', "the batch is empty: send at least one image"),
+        "empty split": (b'{"dataframe_split": {"columns": ["image"], "data": []}}', "the batch is empty"),
+        "empty instances": (b'{"instances": []}', "the batch is empty"),
+        "10000x10000 PNG": (json.dumps({"dataframe_records": [{"image": b64(huge_png(10000, 10000))}]}).encode(),
+                            "image 0: 10000x10000 is over the limit of 50000000 pixels (too many pixels)"),
         "too many images": (json.dumps({"dataframe_records": [{"image": jpeg}] * (MAX_BATCH + 1)}).encode(),
                             f"holds {MAX_BATCH + 1} images, over the limit of {MAX_BATCH}"),
-        "too many bytes": (json.dumps({"inputs": {"image": [b64(np.random.default_rng(0).bytes(1_300_000))]}}).encode(),
-                           "over the limit of 1 MB per request"),
+        "too many bytes": (json.dumps({"inputs": {"image": [b64(np.random.default_rng(0).bytes(1_000_001))]}}).encode(),
+                           "carries 1.0 MB of encoded images, over the limit of 1 MB per request"),
         "bad top_k": (json.dumps({"dataframe_records": [{"image": jpeg}], "params": {"top_k": 11}}).encode(),
                       "params.top_k must be a whole number from 1 to 10"),
         "top_k not a number": (json.dumps({"dataframe_records": [{"image": jpeg}], "params": {"top_k": "all"}}).encode(),
-                               "top_k"),
+                               "params.top_k must be a whole number from 1 to 10 (the model's number of classes), "
+                               "got 'all'"),
     }
 
 
 def test_every_bad_request_gets_a_4xx_naming_it_and_the_next_good_one_succeeds(cifar):
-    url, local, files = cifar
+    url, local, files, _ = cifar
     good = json.dumps({"dataframe_records": [{"image": b64(files[5][1])}], "params": {"top_k": 10}}).encode()
     expected = local_answer(local, policy(files[5:6]))
     failures = []
@@ -149,6 +158,38 @@ def test_every_bad_request_gets_a_4xx_naming_it_and_the_next_good_one_succeeds(c
     status, _ = post(url, good, content_type="text/plain")
     assert status == 415
     assert not failures, "\n".join(failures)
+
+
+def test_params_are_judged_in_our_words_and_unknown_ones_refused(cifar):
+    """MLflow alone answers a string or a fraction with its own type error, and drops an unknown key."""
+    url, local, files, _ = cifar
+    image = [{"image": b64(files[3][1])}]
+    expected = local_answer(local, policy(files[3:4]), top_k=2)
+    refusals = {
+        "params.top_k must be a whole number from 1 to 10 (the model's number of classes), got 'abc'": {"top_k": "abc"},
+        "params.top_k must be a whole number from 1 to 10 (the model's number of classes), got 2.5": {"top_k": 2.5},
+        "params.top_k must be a whole number from 1 to 10 (the model's number of classes), got True": {"top_k": True},
+        "unknown param 'topk': this model accepts top_k": {"topk": 3},
+        "unknown param 'threshold': this model accepts top_k": {"top_k": 2, "threshold": 0.5},
+        'params must be a JSON object such as {"top_k": 3}, got list': [2],
+    }
+    for message, params in refusals.items():
+        status, body = ask(url, {"dataframe_records": image, "params": params})
+        assert status == 400 and body["error_code"] == "INVALID_PARAMETER_VALUE", (params, body)
+        assert body["message"].endswith(f"\nError: {message}"), (params, body["message"])
+    status, body = ask(url, {"dataframe_records": image, "params": {"top_k": 2}})
+    assert status == 200 and same_predictions(body["predictions"], expected)
+    status, body = ask(url, {"dataframe_records": image, "params": None})
+    assert status == 200 and len(body["predictions"][0]["top_k"]) == 5
+
+
+def test_the_server_log_has_our_lines_and_none_of_mlflows_noise(cifar):
+    *_, log = cifar
+    # pread: the server writes at the file offset it shares with this process, which must not move
+    text = os.pread(log.fileno(), os.fstat(log.fileno()).st_size, 0).decode(errors="replace")
+    assert "serve: models:/tiny-cifar@champion = models:/tiny-cifar/1" in text
+    assert "Uvicorn running on" in text
+    assert mlflow_noise(text) == []
 
 
 @pytest.fixture

@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import struct
 
 import numpy as np
 import pytest
@@ -17,7 +18,8 @@ from mlflow.exceptions import MlflowException
 from mlflow.pyfunc import scoring_server
 
 from resnet_mlops.data import images
-from resnet_mlops.serving_inputs import Limits, to_pixels, top_k
+from resnet_mlops.serving_inputs import Limits, check_params, to_pixels, top_k
+from served_model import huge_png
 from test_folder_source import image_bytes
 
 SHAPE = (16, 16, 3)
@@ -39,6 +41,24 @@ def flat_png(width: int, height: int) -> bytes:
     buffer = io.BytesIO()
     Image.new("RGB", (width, height), "white").save(buffer, format="PNG")
     return buffer.getvalue()
+
+
+def claiming(fmt: str, width: int, height: int) -> bytes:
+    """A small real file of `fmt` whose header is rewritten to state width x height."""
+    data = bytearray(image_bytes(fmt, (20, 16), seed=7))
+    if fmt == "JPEG":  # the frame header: FFC0, length, precision, height, width
+        at = data.index(b"\xff\xc0") + 5
+        data[at:at + 4] = struct.pack(">HH", height, width)
+    elif fmt == "GIF":  # the logical screen, and the first image, which Pillow grows the canvas to
+        data[6:10] = struct.pack("<HH", width, height)
+        at = data.index(b"\x2c", 13)
+        data[at + 5:at + 9] = struct.pack("<HH", width, height)
+    elif fmt == "BMP":
+        data[18:26] = struct.pack("<ii", width, height)
+    elif fmt == "WEBP":  # lossy: the VP8 frame header's 14-bit sizes
+        assert data[12:16] == b"VP8 "
+        data[26:30] = struct.pack("<HH", width, height)
+    return bytes(data)
 
 
 def files() -> list[bytes]:
@@ -86,7 +106,7 @@ def test_raw_pixels_uint8_and_float_pass_through_unchanged():
 
 BAD = {
     "empty raw batch": ({"inputs": []}, "the batch is empty"),
-    "empty records": ({"dataframe_records": []}, "a table of images needs an 'image' column"),
+    "empty records": ({"dataframe_records": []}, "the batch is empty: send at least one image"),
     "empty image list": ({"inputs": {"image": []}}, "the batch is empty"),
     "one image without batch axis": ({"inputs": np.zeros(SHAPE, int).tolist()}, "must have 4 dimensions"),
     "wrong size": ({"inputs": np.zeros((1, 8, 8, 3), int).tolist()}, "the images are 8x8 pixels; this model takes 16x16"),
@@ -103,7 +123,7 @@ BAD = {
     "wrong column": ({"dataframe_records": [{"picture": "x"}]}, "needs an 'image' column"),
     "wrong key": ({"inputs": {"picture": ["x"]}}, "expected {'image': [base64-encoded files]}; got keys ['picture']"),
     "too many images": ({"inputs": np.zeros((9, *SHAPE), int).tolist()}, "holds 9 images, over the limit of 8"),
-    "too many bytes": ({"inputs": {"image": [b64(bytes(1_200_000))]}}, "carries 1.1 MB of encoded images, over the limit of 1 MB"),
+    "too many bytes": ({"inputs": {"image": [b64(bytes(1_200_000))]}}, "carries 1.2 MB of encoded images, over the limit of 1 MB"),
     "too many pixels": ({"inputs": {"image": [b64(flat_png(1100, 1000))]}}, "1100x1000 is over the limit of 1000000 pixels"),
 }
 
@@ -115,6 +135,103 @@ def test_every_bad_request_is_a_400_naming_the_problem(case):
         to_pixels(parsed(body), SHAPE, LIMITS)
     assert raised.value.get_http_status_code() == 400
     assert message in raised.value.message
+
+
+EMPTY = {
+    "dataframe_records": {"dataframe_records": []},
+    "dataframe_split": {"dataframe_split": {"columns": ["image"], "data": []}},
+    "dataframe_split without columns": {"dataframe_split": {"columns": [], "data": []}},
+    "inputs": {"inputs": []},
+    "inputs of images": {"inputs": {"image": []}},
+    "inputs as an empty object": {"inputs": {}},
+    "instances": {"instances": []},
+    "instances of images": {"instances": {"image": []}},
+}
+
+
+@pytest.mark.parametrize("form", EMPTY)
+def test_every_empty_form_is_an_empty_batch(form):
+    with pytest.raises(MlflowException) as raised:
+        to_pixels(parsed(EMPTY[form]), SHAPE, LIMITS)
+    assert raised.value.get_http_status_code() == 400
+    assert raised.value.message == "the batch is empty: send at least one image"
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "JPEG", "GIF", "BMP", "WEBP"])
+def test_an_image_over_the_pixel_limit_is_refused_from_its_header_in_our_words(fmt):
+    """Above Pillow's own 89 MP warning and 178 MP error too: the serving limit decides, before decoding."""
+    limits = Limits(max_image_pixels=50_000_000)
+    cases = [(huge_png(10000, 10000), "10000x10000"), (huge_png(20000, 10000), "20000x10000")] if fmt == "PNG" \
+        else [(claiming(fmt, 10000, 10000), "10000x10000")]
+    for data, size in cases:
+        with pytest.raises(MlflowException) as raised:
+            to_pixels({"image": [b64(data)]}, SHAPE, limits)
+        assert raised.value.message == f"image 0: {size} is over the limit of 50000000 pixels (too many pixels)"
+        assert images.header_size(data) == tuple(map(int, size.split("x")))
+
+
+def test_header_sizes_are_the_sizes_pillow_opens():
+    """What the pixel limit is checked on, for every format, mode and odd case the policy accepts."""
+    made = [image_bytes(fmt, size, mode, seed=1)
+            for fmt, modes in [("JPEG", ["RGB", "L", "CMYK"]), ("PNG", ["RGB", "RGBA", "L", "LA", "P", "1"]),
+                               ("GIF", ["P", "L", "RGB"]), ("BMP", ["RGB", "L", "P", "1"]),
+                               ("WEBP", ["RGB", "RGBA", "L"])]
+            for mode in modes for size in [(1, 1), (20, 16), (97, 61), (300, 7)]]
+    for fmt, options in [("WEBP", {"lossless": True}), ("WEBP", {"exif": b"Exif\x00\x00"}),
+                         ("JPEG", {"progressive": True}), ("GIF", {"save_all": True})]:
+        buffer = io.BytesIO()
+        Image.new("RGB", (33, 21), "red").save(buffer, format=fmt, **options)
+        made.append(buffer.getvalue())
+    bottom_up = bytearray(image_bytes("BMP", (12, 9), seed=2))
+    bottom_up[22:26] = struct.pack("<i", -9)  # a top-down BMP states a negative height
+    made.append(bytes(bottom_up))
+    for data in made:
+        assert images.header_size(data) == Image.open(io.BytesIO(data)).size
+    for not_sized in (b"not an image", b"\x89PNG\r\n\x1a\n", b"GIF89a, or not", b"\xff\xd8 not really a JPEG",
+                      b"BM" + b"text that starts like a bitmap" * 3, b"RIFF\x00\x00\x00\x00WEBPVP8 "):
+        assert images.header_size(not_sized) is None, not_sized  # Pillow judges these
+
+
+def test_the_request_limit_counts_megabytes_of_a_million_bytes():
+    """--max-request-mb 1 admits 1,000,000 bytes and refuses one byte more, however the bytes are sent."""
+    limits = Limits(max_batch=2000, max_request_mb=1)
+    per_image = 16 * 16 * 3
+    assert len(to_pixels(np.zeros((1_000_000 // per_image, *SHAPE), np.uint8), SHAPE, limits)) == 1302
+    with pytest.raises(MlflowException, match=r"carries 1\.0 MB of pixels, over the limit of 1 MB per request"):
+        to_pixels(np.zeros((1_000_000 // per_image + 1, *SHAPE), np.uint8), SHAPE, limits)
+    for size, refused in [(1_000_000, False), (999_999, False), (1_000_001, True)]:
+        data = bytes(size)  # not an image: past the size check it is refused as such
+        for sent in (data, b64(data), f"data:image/png;base64,{b64(data)}"):
+            with pytest.raises(MlflowException) as raised:
+                to_pixels({"image": [sent]}, SHAPE, limits)
+            message = raised.value.message
+            assert ("carries 1.0 MB of encoded images, over the limit of 1 MB" in message) is refused, (size, message)
+            assert refused or "image 0: not an image Pillow can read" in message
+
+
+def test_in_process_bytes_keep_their_trailing_zero_bytes():
+    """A BMP whose last stored row is black ends in NULs, which a numpy bytes array would cut off."""
+    buffer = io.BytesIO()
+    Image.new("RGB", (16, 16), "black").save(buffer, format="BMP")
+    data = buffer.getvalue()
+    assert data.endswith(b"\x00" * 16)
+    for given in ({"image": [data]}, [data], {"image": data}):
+        assert np.array_equal(to_pixels(given, SHAPE, LIMITS), np.zeros((1, *SHAPE), np.uint8))
+
+
+def test_params_hold_top_k_only_and_are_checked_in_our_words():
+    assert check_params(None, 10, 5) == {"top_k": 5} and check_params({"top_k": 3}, 10, 5) == {"top_k": 3}
+    refusals = {
+        "unknown param 'topk': this model accepts top_k": {"topk": 3},
+        "unknown params 'k', 'n': this model accepts top_k": {"top_k": 3, "k": 1, "n": 2},
+        "params.top_k must be a whole number from 1 to 10 (the model's number of classes), got 'abc'": {"top_k": "abc"},
+        "params.top_k must be a whole number from 1 to 10 (the model's number of classes), got 2.5": {"top_k": 2.5},
+        'params must be a JSON object such as {"top_k": 3}, got list': [3],
+    }
+    for message, params in refusals.items():
+        with pytest.raises(MlflowException) as raised:
+            check_params(params, 10, 5)
+        assert raised.value.message == message and raised.value.get_http_status_code() == 400
 
 
 @pytest.mark.parametrize("value", [0, 11, -1, 2.5, "3", True])

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 
@@ -63,6 +65,32 @@ def test_schedules_give_the_expected_rate_at_given_steps():
     constant = RecipeSchedule("constant", 0.3, total_steps=10, warmup_steps=4)
     assert rates(constant, [1, 3, 4, 9]) == pytest.approx([0.15, 0.3, 0.3, 0.3])
     assert RecipeSchedule.from_config(step.get_config()).get_config() == step.get_config()
+
+
+def test_the_default_recipe_decays_to_the_end_and_mlflow_records_it(tmp_path, tiny_params, monkeypatch):
+    """Issue 11: a constant rate let the last epoch end on a spike; the default now decays."""
+    import keras
+
+    from resnet_mlops.training import callbacks
+    from resnet_mlops.training.schedules import make_optimizer
+
+    settings = recipe(tmp_path, tiny_params, epochs=3, batch_size=8)  # every other key: its default
+    assert settings.schedule == "cosine" and settings.warmup_fraction == 0
+    import mlflow
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/mlflow.db")  # a real, throw-away store
+    mlflow.set_tracking_uri(os.environ["MLFLOW_TRACKING_URI"])
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])
+    model.compile(make_optimizer(settings, steps_per_epoch=4), "categorical_crossentropy")
+    rng = np.random.default_rng(0)
+    with mlflow.start_run() as run:
+        model.fit(rng.normal(size=(32, 4)), np.eye(3)[rng.integers(0, 3, 32)], batch_size=8, epochs=3,
+                  verbose=0, callbacks=[callbacks.MlflowEpochLogger(32)])
+    history = mlflow.MlflowClient().get_metric_history(run.info.run_id, "learning_rate")
+    rates = [m.value for m in sorted(history, key=lambda m: m.step)]
+    peak = settings.peak_learning_rate
+    assert len(rates) == 3 and rates == sorted(rates, reverse=True) and rates[0] < peak
+    assert rates[-1] < 0.01 * peak  # the last epoch ends at the bottom of the schedule
 
 
 def test_weight_decay_follows_the_papers_l2_convention(tmp_path, tiny_params):

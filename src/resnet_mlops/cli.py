@@ -9,12 +9,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 
-from resnet_mlops.errors import UserError
-
-EXIT_USER_ERROR = 2
+from resnet_mlops import console
+from resnet_mlops.errors import EXIT_USER_ERROR, UserError
 
 
 def _stage_prepare(params, layout):
@@ -52,6 +50,10 @@ def _run_stage(args) -> int:
     from resnet_mlops.project import Layout
 
     params = load_params(args.params)
+    if args.command != "prepare":
+        console.import_quietly("keras")
+    elif params.data.stream:
+        console.import_quietly("tensorflow")  # the TFRecord writer
     result = STAGES[args.command](params, Layout())
     print(f"{args.command}: {json.dumps(result, sort_keys=True)}")
     return 0
@@ -91,6 +93,7 @@ def _predict(args) -> int:
     from resnet_mlops.serve import champion_uri
 
     model = args.model or champion_uri(args.params)
+    console.import_quietly("keras")
     print(predict_files(args.paths, model, args.output, args.format, args.top_k, args.batch_size), file=sys.stderr)
     return 0
 
@@ -150,7 +153,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    console.quiet_environment()
     args = build_parser().parse_args(argv)
     try:
         return args.handler(args)

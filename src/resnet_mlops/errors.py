@@ -1,5 +1,7 @@
 """Errors a user can cause. The CLI prints them as one line and exits non-zero, without a traceback."""
 
+EXIT_USER_ERROR = 2  # the exit status of every command (and stage) stopped by a user's mistake
+
 
 class UserError(Exception):
     """A mistake in the user's input (params, files, services), reported as one sentence."""

@@ -87,10 +87,12 @@ def load(model_uri: str):
     from mlflow.exceptions import MlflowException
 
     from resnet_mlops import tracking
+    from resnet_mlops.serving import quiet_mlflow
 
     tracking.configure()
     try:
-        return mlflow.pyfunc.load_model(model_uri)
+        with quiet_mlflow():  # no download bars: the command has its own progress bar
+            return mlflow.pyfunc.load_model(model_uri)
     except MlflowException as exc:
         raise UserError(f"{model_uri}: cannot load the model from {mlflow.get_tracking_uri()} "
                         f"({exc.message.splitlines()[0]})") from None

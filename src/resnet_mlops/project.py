@@ -10,6 +10,7 @@ repository root, never from a temporary experiment copy.
 from __future__ import annotations
 
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -50,6 +51,10 @@ class Layout:
         return self.root / "reports" / "history.csv"
 
     @property
+    def curves(self) -> Path:
+        return self.root / "reports" / "curves.png"
+
+    @property
     def metrics(self) -> Path:
         return self.root / "reports" / "metrics.json"
 
@@ -83,17 +88,29 @@ def repository_root(start: Path | None = None) -> Path:
     return here
 
 
-def tracking_uri(start: Path | None = None) -> str:
-    """`MLFLOW_TRACKING_URI` when set, else an absolute SQLite store in the repository root."""
-    configured = os.environ.get("MLFLOW_TRACKING_URI")
-    if configured:
-        return configured
+def default_tracking_uri(start: Path | None = None) -> str:
+    """The project's own store: an absolute SQLite file in the repository root."""
     return f"sqlite:///{repository_root(start) / 'mlflow.db'}"
+
+
+def tracking_uri(start: Path | None = None) -> str:
+    """`MLFLOW_TRACKING_URI` when set, else the project's own store."""
+    return os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri(start)
 
 
 def artifact_root(start: Path | None = None) -> str:
     """Where experiments created by this project keep their artifacts (beside the SQLite store)."""
     return (repository_root(start) / "mlartifacts").as_uri()
+
+
+def path_with_this_environment(path: str | None = None) -> str:
+    """`path` (default: $PATH) with this Python environment's bin/ first.
+
+    DVC runs a stage's `cmd` with its caller's PATH; with this first, the stages'
+    `resnet-mlops` and a nested `dvc` are this environment's even when it is not activated.
+    """
+    bin_dir = str(Path(sys.executable).parent)
+    return os.pathsep.join([bin_dir, *(path if path is not None else os.environ.get("PATH", "")).split(os.pathsep)])
 
 
 def user_cache() -> Path:

@@ -8,6 +8,8 @@ when `.dvc/` is missing it runs `dvc init`. Nothing else about the folder change
 from __future__ import annotations
 
 import json
+import os
+import re
 import shutil
 import subprocess
 import sys
@@ -15,7 +17,7 @@ from pathlib import Path
 
 from resnet_mlops import project
 from resnet_mlops.config import load_params
-from resnet_mlops.errors import UserError
+from resnet_mlops.errors import EXIT_USER_ERROR, UserError
 from resnet_mlops.project import Layout
 
 
@@ -32,36 +34,92 @@ def ensure_repositories() -> None:
         subprocess.run(["git", "init", "--quiet"], check=True)
     if not Path(".dvc").is_dir():
         print("run: no .dvc/ folder here; creating it with `dvc init`")
-        subprocess.run(["dvc", "init", "--quiet"], check=True)
+        subprocess.run([sys.executable, "-m", "dvc", "init", "--quiet"], check=True)
 
 
 def run_pipeline() -> int:
     """`dvc repro` reads params.yaml (change values there or with `dvc exp run -S key=value`)."""
     params = load_params("params.yaml")  # fail on bad params before DVC touches any output
+    os.environ["PATH"] = project.path_with_this_environment()
     ensure_repositories()
-    done = subprocess.run(["dvc", "repro"])
-    if done.returncode != 0:
-        print(f"run: `dvc repro` failed with exit status {done.returncode}; earlier outputs are unchanged")
-        return done.returncode
-    print(report(Layout(), params.register.model_name))
+    try:
+        ran = reproduce()
+    except StageFailed as failure:
+        print(f"run: {failure}; every output is still the one its stage's last successful run wrote "
+              f"(DVC keeps them: persist: true)", file=sys.stderr)
+        return failure.exit_status
+    layout = Layout()
+    print(report(layout, params.register.model_name, ran))
+    hint = commit_hint()
+    if hint:
+        print(hint)
     return 0
 
 
-def report(layout: Layout, model_name: str) -> str:
-    """The closing summary: accuracy, run, registered version, champion decision, next commands."""
+class StageFailed(Exception):
+    """A stage of `dvc repro` failed; `exit_status` is the stage's own (2 for a user's mistake)."""
+
+    def __init__(self, message: str, exit_status: int):
+        super().__init__(message)
+        self.exit_status = exit_status
+
+
+def reproduce() -> list[str]:
+    """`dvc repro` through DVC's Python API: the stages it ran, in order.
+
+    In-process rather than the `dvc` command so that the stages keep this terminal
+    (Keras' progress bar), the failing stage's exit status is known, and DVC's
+    closing hints (`git add dvc.lock`, `dvc push` with no remote configured) give way
+    to this command's own summary.
+    """
+    import logging
+
+    from dvc.exceptions import DvcException, ReproductionError
+    from dvc.repo import Repo  # importing dvc sets up its console logging, as the dvc command has it
+
+    for handler in logging.getLogger("dvc").handlers:  # on the handlers: they see dvc.*'s records too
+        handler.addFilter(lambda record: "lock file" not in record.getMessage())  # bookkeeping, not news
+    try:
+        with Repo() as repo:
+            repo.scm_context.quiet = True
+            return [stage.addressing for stage in repo.reproduce()]
+    except ReproductionError as error:
+        cause = str(error.__cause__ or "")
+        status = re.search(r"exited with (\d+)", cause)
+        exit_status = EXIT_USER_ERROR if status and int(status.group(1)) == EXIT_USER_ERROR else 1
+        raise StageFailed(f"{error} ({cause})" if cause else str(error), exit_status) from None
+    except DvcException as error:
+        raise StageFailed(f"dvc repro: {error}", 1) from None
+
+
+def report(layout: Layout, model_name: str, ran: list[str]) -> str:
+    """The closing summary: what ran, accuracy, run, registered version, champion decision, next commands.
+
+    When nothing ran, it says so and reports the last run's results as the last run's.
+    """
     metrics = json.loads(layout.metrics.read_text())
     registration = json.loads(layout.registration.read_text())
     uri = project.tracking_uri()
     bin_dir = Path(sys.executable).parent
     venv = f'PATH="{bin_dir}:$PATH"'  # the mlflow CLI starts its web server from there
     became = "yes" if registration["champion"] else "no"
+    if ran:
+        heading = f"== resnet-mlops: pipeline finished (ran {', '.join(ran)}) =="
+        registered = f"{registration['model_name']} version {registration['version']}"
+        champion = f"{became}: {registration['reason']}"
+        figures = ""
+    else:
+        heading = "== resnet-mlops: nothing to do, every stage is up to date (the last run's results) =="
+        registered = f"{registration['model_name']} version {registration['version']} (by the last run)"
+        champion = f"{became}, decided by the last run: {registration['reason']}"
+        figures = ", the last run's"
     lines = [
         "",
-        "== resnet-mlops: pipeline finished ==",
-        f"test accuracy      {metrics['test_accuracy']:.4f}  ({metrics['test_examples']} test images)",
+        heading,
+        f"test accuracy      {metrics['test_accuracy']:.4f}  ({metrics['test_examples']} test images{figures})",
         f"MLflow run id      {registration['run_id']}",
-        f"registered model   {registration['model_name']} version {registration['version']}",
-        f"@champion          {became}: {registration['reason']}",
+        f"registered model   {registered}",
+        f"@champion          {champion}",
         "",
         "open the MLflow dashboard:",
         f"  {venv} mlflow ui --backend-store-uri {uri} --host 127.0.0.1 --port 5000",
@@ -71,3 +129,24 @@ def report(layout: Layout, model_name: str) -> str:
         f"  {bin_dir}/resnet-mlops predict PATH... -o predictions.csv",
     ]
     return "\n".join(lines)
+
+
+# What a run changes that git should keep: the lock, the params and the small outputs
+# (metrics, plots data, reports), and the .gitignore files DVC writes for its outputs.
+_COMMITTED = ("dvc.lock", "params.yaml", "reports", ".gitignore", "data/.gitignore", "models/.gitignore")
+
+
+def commit_hint() -> str | None:
+    """What to commit so that `dvc exp show` and `dvc metrics diff` can compare against this run."""
+    if subprocess.run(["git", "rev-parse", "--verify", "--quiet", "HEAD"], capture_output=True).returncode != 0:
+        paths = ["-A"]  # a repository `run` has just created: nothing is committed yet
+    else:
+        done = subprocess.run(["git", "status", "--porcelain", "--untracked-files=all", "--", *_COMMITTED],
+                              capture_output=True, text=True)
+        changed = [line[3:] for line in done.stdout.splitlines()]
+        paths = [path for path in _COMMITTED if any(c == path or c.startswith(f"{path}/") for c in changed)]
+    if not paths:
+        return None
+    return ("\nthis run is not committed yet; commit it to compare experiments against it "
+            "(dvc exp show, dvc metrics diff):\n"
+            f"  git add {' '.join(paths)} && git commit -m 'Pipeline run'")

@@ -1,9 +1,11 @@
 """`resnet-mlops serve`: the champion (or any model URI) behind MLflow's REST scoring server.
 
 The command resolves `models:/<name>@champion` to the version it names *now*,
-says which one, and then becomes `mlflow models serve --env-manager local` on
-that pinned version (the process is replaced, so Ctrl-C or a SIGTERM to its
-pid stops the server). A running server therefore keeps serving that version
+says which one, and then becomes uvicorn running MLflow's scoring server on that
+pinned version: what `mlflow models serve --env-manager local` runs, with one
+difference, the request's `params` are judged by the model itself before MLflow
+sees them (`scoring_app`). The process is replaced, so Ctrl-C or a SIGTERM to
+its pid stops the server. A running server therefore keeps serving that version
 when `@champion` moves: restart the command to serve the new champion.
 """
 
@@ -13,21 +15,28 @@ import os
 import socket
 import sys
 from dataclasses import replace
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 from resnet_mlops.errors import UserError
-from resnet_mlops.registry import CHAMPION
-from resnet_mlops.serving_inputs import Limits
+
+if TYPE_CHECKING:
+    from resnet_mlops.serving_inputs import Limits
+
+MODEL_VARIABLE = "RESNET_MLOPS_SERVED_MODEL"  # the pinned URI, from `serve` to the server's workers
+APP = "resnet_mlops.serve:scoring_app"
 
 
 def champion_uri(params_file: str) -> str:
     from resnet_mlops.config import load_params
+    from resnet_mlops.registry import CHAMPION
 
     return f"models:/{load_params(params_file).register.model_name}@{CHAMPION}"
 
 
 def choose_limits(**given: int | None) -> Limits:
     """The environment's limits (`RESNET_MLOPS_MAX_*`, else the defaults), with the options given."""
+    from resnet_mlops.serving_inputs import Limits
+
     try:
         found = Limits.from_environment()
     except ValueError as exc:
@@ -70,17 +79,70 @@ def check_port_free(host: str, port: int) -> None:
 
 
 def serve(model_uri: str, host: str, port: int, workers: int, timeout: int, limits: Limits) -> None:
-    """Replace this process with `mlflow models serve` on the resolved model; returns only on error."""
+    """Replace this process with the scoring server on the resolved model; returns only on error.
+
+    As `mlflow models serve --env-manager local -m URI --timeout T` does: uvicorn with --host,
+    --port and --workers, the request timeout in MLFLOW_SCORING_SERVER_REQUEST_TIMEOUT.
+    """
+    from mlflow.environment_variables import (MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR,
+                                              MLFLOW_SCORING_SERVER_REQUEST_TIMEOUT)
+
     from resnet_mlops import tracking
+    from resnet_mlops.registry import CHAMPION
 
     tracking_uri = tracking.configure()
     check_port_free(host, port)
     pinned, description = resolve(model_uri)
     print(f"serve: {description}\nserve: http://{host}:{port}/invocations  (restart this command to serve a "
           f"newer @{CHAMPION}; Ctrl-C stops it)", flush=True)
-    bin_dir = str(Path(sys.executable).parent)  # mlflow starts `uvicorn` from the PATH
-    env = {**os.environ, **limits.environment(), "MLFLOW_TRACKING_URI": tracking_uri,
-           "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}"}
-    command = [sys.executable, "-m", "mlflow", "models", "serve", "-m", pinned, "--env-manager", "local",
-               "--host", host, "--port", str(port), "--workers", str(workers), "--timeout", str(timeout)]
+    env = {MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR.name: "false",  # a bar per model file downloaded; unless set
+           **os.environ, **limits.environment(), "MLFLOW_TRACKING_URI": tracking_uri, MODEL_VARIABLE: pinned,
+           MLFLOW_SCORING_SERVER_REQUEST_TIMEOUT.name: str(timeout)}
+    command = [sys.executable, "-m", "uvicorn", "--factory", APP, "--host", host, "--port", str(port),
+               "--workers", str(workers)]
     os.execve(sys.executable, command, env)
+
+
+class CheckedParams:
+    """The loaded pyfunc as MLflow's scoring server uses it (`metadata`, `predict`), with each
+    request's `params` judged by the model's `check_params` before MLflow's own check.
+
+    MLflow checks them against the signature (`top_k: long`) and answers a string or a
+    fraction with its own type error; a key the signature does not name it drops, with a log
+    line and no word to the client. The model's check refuses both, by name, with a 400.
+    """
+
+    def __init__(self, model, check_params):
+        self._model = model
+        self._check_params = check_params
+        self.metadata = model.metadata
+
+    def predict(self, data, params=None):
+        return self._model.predict(data, params=self._check_params(params))
+
+    def __getattr__(self, name):
+        return getattr(self._model, name)
+
+
+def scoring_app():
+    """The app `uvicorn --factory` runs in each worker: MLflow's scoring server (`mlflow models
+    serve` runs the same, `mlflow.pyfunc.scoring_server.app`) on the model named by
+    RESNET_MLOPS_SERVED_MODEL. A model without `check_params` (not this project's, or logged
+    before it had one) is served exactly as MLflow serves it."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+    from mlflow.pyfunc import scoring_server
+
+    from resnet_mlops import console
+
+    console.import_quietly("keras")  # the model's load imports it: without TensorFlow's start-up notices
+    # The model brings its own copy of this package (`code_paths`) and must run that one, as under
+    # `mlflow models serve`: forget the copy this worker imported to reach this function.
+    for name in [name for name in sys.modules if name.partition(".")[0] == "resnet_mlops"]:
+        del sys.modules[name]
+    model = mlflow.pyfunc.load_model(os.environ[MODEL_VARIABLE])
+    try:
+        check_params = getattr(model.unwrap_python_model(), "check_params", None)
+    except MlflowException:  # not a PythonModel
+        check_params = None
+    return scoring_server.init(model if check_params is None else CheckedParams(model, check_params))

@@ -1,8 +1,7 @@
 """The served model: an `mlflow.pyfunc` wrapper around the trained `.keras` file.
 
-The Keras flavor alone cannot be served: loading the `.keras` file needs this
-project's custom layers registered, which `mlflow models serve` would not do.
-The wrapper imports them, takes raw pixels or encoded image files
+The Keras flavor alone would serve only float tensors of one shape. The wrapper
+takes raw pixels or encoded image files
 (`serving_inputs.py` says which forms), and answers per image with the class
 name, its index, its probability and the `top_k` most probable classes. It
 travels with its own copy of this package (`code_paths`), so a registered
@@ -12,11 +11,19 @@ Inference goes through `predict_on_batch` (one compiled call) rather than
 `model.predict`, whose per-call set-up costs ~40 ms here: more than the network
 itself takes on one image. Concurrent requests are run one model call at a time,
 those that arrive meanwhile stacked into the next call (`microbatch.py`).
+
+The request's `params` are the model's to judge (`check_params`): `resnet-mlops
+serve` calls it before MLflow sees them (`serve.py`), since MLflow's own check,
+against the signature's `top_k: long`, answers a wrong type in its own words and
+drops a key it does not know without a word.
 """
 
 from __future__ import annotations
 
+import logging
+import os
 import warnings
+from contextlib import contextmanager
 from pathlib import Path
 
 import mlflow
@@ -34,6 +41,13 @@ _CHUNK = 256  # images per model call at most
 
 class ResNetClassifier(mlflow.pyfunc.PythonModel):
     """Pixels or encoded images in; label, class index, probability and top-k classes out."""
+
+    # No type hints on `predict`, and MLflow's type-hint machinery (its "Add type hints" warning at
+    # class definition, i.e. in every process that loads the model) skipped: the input is a
+    # DataFrame, an array or a dict by the request's form, which no hint MLflow accepts describes.
+    # A `list[...]` hint would make MLflow validate and convert the input by it, and make the
+    # scoring server take only `{"inputs": ...}`; any other hint only earns another warning.
+    _skip_type_hint_validation = True
 
     def __init__(self, class_names: list[str]):
         self.class_names = list(class_names)
@@ -62,8 +76,12 @@ class ResNetClassifier(mlflow.pyfunc.PythonModel):
         parts = [self._batcher(pixels[start:start + _CHUNK]) for start in range(0, len(pixels), _CHUNK)]
         return np.concatenate(parts) if parts else np.zeros((0, len(self.class_names)), np.float32)
 
+    def check_params(self, params) -> dict:
+        """A request's `params` as `predict` takes them; an unknown key or a bad `top_k` is a 400."""
+        return serving_inputs.check_params(params, len(self.class_names), self.default_top_k)
+
     def predict(self, context, model_input, params=None):
-        k = serving_inputs.top_k(params, len(self.class_names), self.default_top_k)
+        k = self.check_params(params)["top_k"]
         pixels = serving_inputs.to_pixels(model_input, self.image_shape, self.limits)
         return to_frame(self.probabilities(pixels), self.class_names, k)
 
@@ -90,14 +108,50 @@ def signature(class_names: list[str]) -> mlflow.models.ModelSignature:
         return mlflow.models.infer_signature(model_output=example, params={"top_k": k})
 
 
+class _Drop(logging.Filter):
+    """Drops the records of one logger whose message starts with `start`."""
+
+    def __init__(self, start: str):
+        super().__init__()
+        self.start = start
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith(self.start)
+
+
+_PROGRESS_BAR = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
+# What `log_model` says of every PythonModel object: this one is pickled by design (`code_paths`
+# carries its class), and the warning tells the user running `train` nothing they can act on.
+_CLOUDPICKLE_NOTICE = ("mlflow.pyfunc", "Passing a Python object as `python_model` causes it to be serialized")
+
+
+@contextmanager
+def quiet_mlflow():
+    """MLflow's console lines that tell our users nothing, silenced for the block, and only those:
+    its artifact progress bars (a bar for every few-kB file logged or downloaded; unless the user
+    set MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR) and the CloudPickle notice of `log_model`."""
+    logger, start = _CLOUDPICKLE_NOTICE
+    drop = _Drop(start)
+    set_here = _PROGRESS_BAR not in os.environ
+    if set_here:
+        os.environ[_PROGRESS_BAR] = "false"
+    logging.getLogger(logger).addFilter(drop)
+    try:
+        yield
+    finally:
+        logging.getLogger(logger).removeFilter(drop)
+        if set_here:
+            os.environ.pop(_PROGRESS_BAR, None)
+
+
 def log_classifier(keras_file: Path, class_names: list[str]):
     """Log the servable model of the active run under `model`; return its ModelInfo.
 
     The signature needs only the class names; the pixels' shape is read from the saved model.
     """
-    with warnings.catch_warnings():
-        # MLflow suggests type hints and an input example; both would bring back an input schema.
-        warnings.filterwarnings("ignore", message=".*(type hints|input example)", category=UserWarning)
+    with quiet_mlflow(), warnings.catch_warnings():
+        # MLflow suggests an input example; it would bring back an input schema (see serving_inputs).
+        warnings.filterwarnings("ignore", message=".*An input example was not provided", category=UserWarning)
         return mlflow.pyfunc.log_model(
             name="model",
             python_model=ResNetClassifier(class_names),

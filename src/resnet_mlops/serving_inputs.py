@@ -17,9 +17,13 @@ through the prepare stage's image policy (`data/images.py`), so a served image
 is exactly the pixels the model was trained on. In-process callers may also pass
 `bytes` instead of base64 strings.
 
+The request's `params` may hold only `top_k` (`check_params`); anything else is
+refused by name rather than ignored.
+
 Every refusal is an `MlflowException` with INVALID_PARAMETER_VALUE, which the
 scoring server answers with HTTP 400 and this message. The size limits guard
 the server's memory: the scoring server itself accepts a body of any size.
+Sizes are in MB of 10^6 bytes, as `--max-request-mb` says.
 """
 
 from __future__ import annotations
@@ -36,8 +40,9 @@ from mlflow.exceptions import MlflowException
 from resnet_mlops.data import images
 
 IMAGE_COLUMN = "image"
+PARAMS = ("top_k",)  # what a request's `params` may hold
 _DATA_URL = "data:"
-_MB = 1024 * 1024
+_MB = 1_000_000  # bytes: a megabyte, as RESNET_MLOPS_MAX_REQUEST_MB and --max-request-mb name it
 
 
 @dataclass(frozen=True)
@@ -45,7 +50,7 @@ class Limits:
     """Per-request limits, read from the environment so `resnet-mlops serve` can set them."""
 
     max_batch: int = 256                   # RESNET_MLOPS_MAX_BATCH: images per request
-    max_request_mb: int = 32               # RESNET_MLOPS_MAX_REQUEST_MB: encoded bytes (or raw pixels) per request
+    max_request_mb: int = 32               # RESNET_MLOPS_MAX_REQUEST_MB: MB (10^6 bytes) of files or pixels
     max_image_pixels: int = 50_000_000     # RESNET_MLOPS_MAX_IMAGE_PIXELS: width x height of one encoded image
 
     @staticmethod
@@ -75,6 +80,20 @@ def bad_request(message: str) -> MlflowException:
     return MlflowException.invalid_parameter_value(message)
 
 
+def check_params(params, num_classes: int, default_top_k: int) -> dict:
+    """The request's `params` as the model uses them ({"top_k": k}); refuses a key it does not know
+    (MLflow would drop it without a word) and a `top_k` that is not a class count."""
+    if params is None:
+        params = {}
+    if not isinstance(params, dict):
+        raise bad_request(f"params must be a JSON object such as {{\"top_k\": 3}}, got {type(params).__name__}")
+    unknown = [str(key) for key in params if key not in PARAMS]
+    if unknown:
+        raise bad_request(f"unknown param{'s' if len(unknown) > 1 else ''} {', '.join(map(repr, unknown))}: "
+                          f"this model accepts {', '.join(PARAMS)}")
+    return {"top_k": top_k(params, num_classes, default_top_k)}
+
+
 def top_k(params: dict | None, num_classes: int, default: int) -> int:
     value = (params or {}).get("top_k", default)
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not 1 <= value <= num_classes:
@@ -91,18 +110,32 @@ def decode_image(data: bytes, shape: tuple[int, int, int], max_pixels: int) -> n
 def to_pixels(model_input, shape: tuple[int, int, int], limits: Limits) -> np.ndarray:
     """A request's images as a (N, H, W, C) batch: uint8, or float32 when floats were sent."""
     if isinstance(model_input, pd.DataFrame):
+        if len(model_input) == 0:  # `dataframe_records: []` has no columns either
+            _check_count(0, limits)
         if IMAGE_COLUMN not in model_input.columns:
             raise bad_request(f"a table of images needs an {IMAGE_COLUMN!r} column of base64-encoded files; "
                               f"got columns {[str(c) for c in model_input.columns]}")
         return _decode_all(model_input[IMAGE_COLUMN].tolist(), shape, limits)
     if isinstance(model_input, dict):
+        if not model_input:
+            _check_count(0, limits)
         if IMAGE_COLUMN not in model_input:
             raise bad_request(f"expected {{{IMAGE_COLUMN!r}: [base64-encoded files]}}; got keys {sorted(model_input)}")
-        return _decode_all(list(np.ravel(model_input[IMAGE_COLUMN])), shape, limits)
+        values = model_input[IMAGE_COLUMN]
+        return _decode_all(_files(values) or list(np.ravel(np.asarray(values, dtype=object))), shape, limits)
+    if files := _files(model_input):  # a plain list of encoded files
+        return _decode_all(files, shape, limits)
     array = np.asarray(model_input)
-    if array.dtype.kind in "OSU" and array.ndim == 1:  # a plain list of encoded files
+    if array.dtype.kind in "OSU" and array.ndim == 1:
         return _decode_all(array.tolist(), shape, limits)
     return _raw_pixels(array, shape, limits)
+
+
+def _files(values) -> list | None:
+    """A list of files as given, kept out of numpy: a bytes array would drop each file's trailing NULs."""
+    if isinstance(values, (list, tuple)) and values and all(isinstance(v, (str, bytes, bytearray)) for v in values):
+        return list(values)
+    return None
 
 
 def _check_count(count: int, limits: Limits) -> None:
@@ -118,6 +151,17 @@ def _check_bytes(count: int, what: str, limits: Limits) -> None:
         raise bad_request(f"the request carries {count / _MB:.1f} MB of {what}, over the limit of "
                           f"{limits.max_request_mb} MB per request (split the batch, or raise "
                           f"{Limits.variable('max_request_mb')})")
+
+
+def _encoded_size(value) -> int:
+    """The bytes an image value holds: base64 text (or a data URL) is counted as what it decodes to."""
+    if isinstance(value, (bytes, bytearray)):
+        return len(value)
+    if not isinstance(value, str):
+        return 0  # refused by name when it is decoded
+    if value.startswith(_DATA_URL):
+        value = value.partition(",")[2]
+    return len(value) * 3 // 4 - (value.endswith("=") + value.endswith("=="))
 
 
 def _raw_pixels(array: np.ndarray, shape: tuple[int, int, int], limits: Limits) -> np.ndarray:
@@ -166,9 +210,7 @@ def _as_bytes(index: int, value) -> bytes:
 
 def _decode_all(values: list, shape: tuple[int, int, int], limits: Limits) -> np.ndarray:
     _check_count(len(values), limits)
-    # Base64 text is 4/3 of the bytes it holds; check before decoding anything.
-    _check_bytes(sum(len(v) * 3 // 4 if isinstance(v, str) else len(v) if isinstance(v, (bytes, bytearray)) else 0
-                     for v in values), "encoded images", limits)
+    _check_bytes(sum(map(_encoded_size, values)), "encoded images", limits)  # before decoding anything
     batch = np.empty((len(values), *shape), np.uint8)
     for index, value in enumerate(values):
         try:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import subprocess
 from contextlib import contextmanager
 from pathlib import Path
@@ -19,6 +20,7 @@ import mlflow
 import yaml
 
 from resnet_mlops import atomic, project
+from resnet_mlops.config import flatten
 from resnet_mlops.errors import UserError
 
 # Set by the Prefect flow on the `dvc repro` it starts, so runs link back to the flow run.
@@ -33,12 +35,18 @@ def configure() -> str:
 
 
 def experiment_id(name: str) -> str:
-    """The experiment's id, creating it with artifacts beside the store when it is new."""
+    """The experiment's id, creating it when it is new.
+
+    In the project's own store its artifacts go to `<repo>/mlartifacts/`; a tracking
+    server keeps them where it is configured to. (Whether the store is the project's
+    is read from the URI itself: `mlflow.set_tracking_uri` also sets
+    MLFLOW_TRACKING_URI, so the environment cannot tell.)
+    """
     existing = mlflow.get_experiment_by_name(name)
     if existing is not None:
         return existing.experiment_id
-    artifact_location = None if os.environ.get("MLFLOW_TRACKING_URI") else project.artifact_root()
-    return mlflow.create_experiment(name, artifact_location=artifact_location)
+    own_store = mlflow.get_tracking_uri() == project.default_tracking_uri()
+    return mlflow.create_experiment(name, artifact_location=project.artifact_root() if own_store else None)
 
 
 def _git(*args: str) -> str | None:
@@ -49,12 +57,67 @@ def _git(*args: str) -> str | None:
     return done.stdout.strip()
 
 
+def _changed_files() -> list[str]:
+    """Tracked files that differ from HEAD, less those DVC itself writes (dvc.lock, outputs, .gitignore)."""
+    changed = (_git("diff", "--name-only", "--no-renames", "HEAD") or "").splitlines()
+    written_by_dvc = {"dvc.lock", *_pipeline_outputs()}
+    return [path for path in changed if path not in written_by_dvc and Path(path).name != ".gitignore"]
+
+
+def _pipeline_outputs(dvc_file: str = "dvc.yaml") -> list[str]:
+    try:
+        stages = (yaml.safe_load(Path(dvc_file).read_text()) or {}).get("stages", {})
+    except (OSError, yaml.YAMLError):
+        return []
+    return [next(iter(out)) if isinstance(out, dict) else out
+            for stage in stages.values() for kind in ("outs", "metrics", "plots") for out in stage.get(kind, [])]
+
+
+def _param_overrides(commit: str) -> list[str] | None:
+    """`-S key=value` for every param whose value differs from the commit's params.yaml.
+
+    None when `-S` cannot express the difference (a key removed, or no params.yaml at
+    the commit).
+    """
+    committed = _git("show", f"{commit}:params.yaml")
+    try:
+        now = flatten(yaml.safe_load(Path("params.yaml").read_text()) or {})
+        then = flatten(yaml.safe_load(committed) or {}) if committed is not None else None
+    except (OSError, yaml.YAMLError):
+        return None
+    if then is None or set(then) - set(now):
+        return None
+    return [f"{key}={_yaml_scalar(value)}" for key, value in sorted(now.items()) if then.get(key, object()) != value]
+
+
+def _yaml_scalar(value) -> str:
+    return yaml.safe_dump(value, default_flow_style=True, width=1 << 16).strip().removesuffix("\n...").strip()
+
+
 def git_state() -> dict[str, str]:
+    """The commit, whether the work tree differs from it, and the command that rebuilds this run.
+
+    A run from `dvc exp run` (or from a work tree whose only change is params.yaml)
+    is rebuilt by checking the commit out and running the same `-S` overrides; a run
+    with other uncommitted changes cannot be rebuilt from git, and says which files.
+    """
     commit = _git("rev-parse", "HEAD")
     if commit is None:
         return {"git.commit": "none", "git.dirty": "unknown"}
     dirty = _git("status", "--porcelain", "--untracked-files=no")
-    return {"git.commit": commit, "git.dirty": str(bool(dirty)).lower()}
+    tags = {"git.commit": commit, "git.dirty": str(bool(dirty)).lower()}
+    if os.environ.get("DVC_EXP_NAME"):
+        tags["dvc.experiment"] = os.environ["DVC_EXP_NAME"]
+    others = [path for path in _changed_files() if path != "params.yaml"]
+    overrides = _param_overrides(commit)
+    if others or overrides is None:
+        reason = (f"uncommitted changes to {', '.join(others[:5])}{' ...' if len(others) > 5 else ''}" if others
+                  else "params.yaml removes keys the commit has")
+        tags["reproduce"] = f"not reproducible from git: {reason} (commit them, then run again)"
+        return tags
+    run = "dvc exp run " + " ".join(f"-S {shlex.quote(o)}" for o in overrides) if overrides else "dvc repro"
+    tags["reproduce"] = f"git checkout {commit} && dvc checkout && {run}"
+    return tags
 
 
 def dvc_output_hash(output: str, lock_file: str | Path = "dvc.lock") -> str | None:
@@ -76,9 +139,6 @@ def _lineage_tags(data_summary: dict, dvc_hash: str | None) -> dict[str, str]:
     flow_run = os.environ.get(FLOW_RUN_ENV)
     if flow_run:
         tags[FLOW_RUN_TAG] = flow_run
-    commit = tags["git.commit"]
-    if commit != "none":
-        tags["reproduce"] = f"git checkout {commit} && dvc checkout && dvc repro"
     return tags
 
 
@@ -88,12 +148,14 @@ def log_lineage(prepared_dir: str, data_summary: dict) -> None:
     The dataset is identified by its DVC hash (from dvc.lock), or by the content hash of
     the prepared splits when the stage ran outside DVC.
     """
-    from mlflow.data.dataset_source_registry import resolve_dataset_source
+    from mlflow.data.dataset_source_registry import get_dataset_source_from_json
     from mlflow.data.meta_dataset import MetaDataset
 
     dvc_hash = dvc_output_hash(prepared_dir)
     mlflow.set_tags(_lineage_tags(data_summary, dvc_hash))
-    source = resolve_dataset_source(Path(prepared_dir).resolve().as_uri())
+    # Named by type: resolving the URI finds two equal "local" sources (MLflow registers one
+    # per URI scheme of its local artifact repository) and warns that it had to choose.
+    source = get_dataset_source_from_json(json.dumps({"uri": Path(prepared_dir).resolve().as_uri()}), "local")
     digest = (dvc_hash or data_summary["content_hash"])[:36]  # MLflow stores at most 36 characters
     mlflow.log_input(MetaDataset(source, name=f"prepared-{data_summary['source']}", digest=digest),
                      context="training")

@@ -106,12 +106,18 @@ class _Reader:
 
 
 def _strip_common_top(files: list[str], folders: list[str]) -> int:
-    """1 when everything sits in one plain wrapper folder (e.g. `cifar10-jpeg/`), else 0."""
+    """1 when everything sits in one plain wrapper folder (e.g. `cifar10-jpeg/`), else 0.
+
+    A single top folder that holds images directly (`3/*.png`) is a class, not a wrapper.
+    """
     firsts = {p.split("/")[0] for p in files + folders}
     if len(firsts) != 1:
         return 0
     (top,) = firsts
-    return 0 if top in PREDEFINED_SPLITS or top in files else 1
+    if top in PREDEFINED_SPLITS or top in files:
+        return 0
+    directly_inside = (p for p in files if p.count("/") == 1)
+    return 0 if any(posixpath.splitext(p)[1].lower() in images.EXTENSIONS for p in directly_inside) else 1
 
 
 def _place(parts: list[str], predefined: bool, split: str | None) -> tuple[str | None, list[str]]:

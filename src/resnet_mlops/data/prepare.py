@@ -21,26 +21,24 @@ from resnet_mlops.errors import UserError
 
 
 def prepare(settings: DataSettings, seed: int, out_dir: str | Path, report_path: str | Path) -> dict:
-    """Validate the source, write the report, then (unless it must stop) the prepared dataset."""
+    """Validate the source, then write the prepared dataset and the validation report.
+
+    Both are replaced only when the stage succeeds. A run that must stop writes its
+    report beside the last good one, as `<report>.failed.json`, and says so.
+    """
+    report_path = Path(report_path)
+    failed_report = report_path.with_name(f"{report_path.stem}.failed.json")
     examples = load_source(settings)
     clean, report, problems = validate(examples, settings.max_imbalance)
     report = {"source": settings.source, "path": settings.path, "test_path": settings.test_path,
               "policy": settings.on_error, **report}
-    atomic.write_json(report_path, report)
     print("\n".join(summary_lines(report)))
-    if problems and settings.on_error == "fail":
-        raise UserError(f"{problems[0].sentence()}; {len(problems)} problem(s) in all, listed in {report_path} "
-                        f"(set data.on_error: quarantine to exclude them and go on)")
-    if len(clean.class_names) < 2:
-        raise UserError(f"{settings.path or settings.source}: {len(clean.class_names)} usable class(es) found; "
-                        f"a classifier needs at least 2 (see {report_path})")
-
-    split_of = assign(clean.hashes, clean.split_hints, seed, settings.val_fraction, settings.test_fraction)
-    splits = {name: Split(clean.images[split_of == name], clean.labels[split_of == name]) for name in SPLITS}
-    empty = [name for name in SPLITS if len(splits[name].labels) == 0]
-    if empty:
-        raise UserError(f"{settings.path or settings.source}: the {empty[0]} split is empty with "
-                        f"{len(clean.labels)} images; use more images or larger data.val_fraction/test_fraction")
+    try:
+        split_of, splits = _splits(settings, seed, clean, problems, failed_report)
+    except UserError as error:
+        atomic.write_json(failed_report, {**report, "error": str(error)})
+        kept = f"; {report_path} still holds the last good run's" if report_path.exists() else ""
+        raise UserError(f"{error}{kept}") from None
 
     write = write_tfrecords if settings.stream else write_arrays
     summary = {
@@ -59,7 +57,28 @@ def prepare(settings: DataSettings, seed: int, out_dir: str | Path, report_path:
         _write_json(tmp / "summary.json", summary)
         _write_json(tmp / "stats.json", _stats(summary["splits"], splits["train"].images))
         _manifest(clean, split_of).to_parquet(tmp / "manifest.parquet", index=False)
+    atomic.write_json(report_path, report)
+    failed_report.unlink(missing_ok=True)
     return summary
+
+
+def _splits(settings: DataSettings, seed: int, clean: Examples, problems: list,
+            report: Path) -> tuple[np.ndarray, dict[str, Split]]:
+    """Each image's split and the splits themselves, or a UserError saying why this data cannot be used."""
+    if problems and settings.on_error == "fail":
+        raise UserError(f"{problems[0].sentence()}; {len(problems)} problem(s) in all, listed in {report} "
+                        f"(set data.on_error: quarantine to exclude them and go on)")
+    if len(clean.class_names) < 2:
+        found = f"1 usable class ({clean.class_names[0]})" if clean.class_names else "no usable class"
+        raise UserError(f"{settings.path or settings.source}: {found} found; a classifier needs at least 2 "
+                        f"(see {report})")
+    split_of = assign(clean.hashes, clean.split_hints, seed, settings.val_fraction, settings.test_fraction)
+    splits = {name: Split(clean.images[split_of == name], clean.labels[split_of == name]) for name in SPLITS}
+    empty = [name for name in SPLITS if len(splits[name].labels) == 0]
+    if empty:
+        raise UserError(f"{settings.path or settings.source}: the {empty[0]} split is empty with "
+                        f"{len(clean.labels)} images; use more images or larger data.val_fraction/test_fraction")
+    return split_of, splits
 
 
 def _write_json(path: Path, data: dict) -> None:

@@ -23,12 +23,13 @@ def evaluate(layout: Layout) -> dict:
     class_names = summary["class_names"]
     matrix = confusion_matrix(test.labels, predictions, len(class_names))
 
-    atomic.write_json(layout.metrics, metrics)
-    write_confusion_csv(layout.confusion_csv, test.labels, predictions, class_names)
-    write_confusion_png(layout.confusion_png, matrix, class_names,
-                        f"test accuracy {metrics['test_accuracy']:.3f}")
-    with tracking.reopen_run(layout.run_file):
-        mlflow.log_metrics(metrics)
-        mlflow.log_artifact(str(layout.confusion_png), artifact_path="reports")
-        mlflow.log_dict(metrics, "reports/metrics.json")
+    with atomic.replace_together(layout.metrics, layout.confusion_csv, layout.confusion_png) as staged:
+        atomic.write_json(staged[layout.metrics], metrics)
+        write_confusion_csv(staged[layout.confusion_csv], test.labels, predictions, class_names)
+        write_confusion_png(staged[layout.confusion_png], matrix, class_names,
+                            f"test accuracy {metrics['test_accuracy']:.3f}")
+        with tracking.reopen_run(layout.run_file):
+            mlflow.log_metrics(metrics)
+            mlflow.log_artifact(str(staged[layout.confusion_png]), artifact_path="reports")
+            mlflow.log_dict(metrics, "reports/metrics.json")
     return metrics

@@ -1,9 +1,18 @@
-"""The custom layers the models need, registered so ``.keras`` files load without extra code."""
+"""The custom layers the models train with, and the built-in Keras layers each one is saved as.
+
+The layers are registered with Keras, but that only helps a process that has
+imported this module. So each layer also knows how to express itself with
+Keras' built-in layers, giving the same outputs (``builtin_equivalent``):
+:func:`resnet_mlops.models.saving.save_model` saves models that way, and the
+files load with a plain ``keras.saving.load_model`` or ``mlflow.keras.load_model``
+in any process that has Keras.
+"""
 
 from __future__ import annotations
 
 import keras
-from keras import ops
+import numpy as np
+from keras import layers, ops
 
 # keras.applications' "caffe" mode: BGR channel means of ImageNet, subtracted without scaling.
 CAFFE_BGR_MEAN = (103.939, 116.779, 123.68)
@@ -48,6 +57,47 @@ class Preprocess(keras.layers.Layer):
     def get_config(self):
         return {**super().get_config(), "mode": self.mode, "mean": self.mean, "std": self.std}
 
+    def builtin_equivalent(self, inputs):
+        """This layer applied to ``inputs``, made of built-in Keras layers; the last one takes its name.
+
+        Bit for bit the same arithmetic in float32: a ``Normalization`` layer
+        computes ``(x - mean) / sqrt(variance)``, and ``variance = std ** 2`` in
+        float32 gives back ``std`` exactly (``sqrt(x * x) == x`` in IEEE
+        arithmetic), so ``x / 255`` and ``(x - mean) / std`` are the same
+        divisions as in :meth:`call`. The caffe channel flip moves values
+        without arithmetic; adding ``-mean`` is subtracting ``mean``.
+        """
+        name, dtype = self.name, self.dtype_policy
+        if self.mode == "caffe":
+            x = _reverse_channels(inputs, f"{name}_bgr", dtype)
+            return layers.Rescaling(1.0, [-m for m in CAFFE_BGR_MEAN], name=name, dtype=dtype)(x)
+        if self.mode == "tf":
+            x = _divide(inputs, 127.5, f"{name}_divide", dtype)
+            return layers.Rescaling(1.0, -1.0, name=name, dtype=dtype)(x)
+        if self.mean is None and self.std is None:
+            return _divide(inputs, 255.0, name, dtype)
+        x = _divide(inputs, 255.0, f"{name}_divide", dtype)
+        mean, std = np.broadcast_arrays(np.asarray(0.0 if self.mean is None else self.mean, np.float32),
+                                        np.asarray(1.0 if self.std is None else self.std, np.float32))
+        variance = np.square(std.astype(np.float64))  # exact; float32 rounds it once, as a float32 product would
+        return layers.Normalization(axis=-1, mean=mean.tolist(), variance=variance.tolist(), name=name,
+                                    dtype=dtype)(x)
+
+
+def _divide(x, divisor, name, dtype):
+    """``x / divisor`` as a built-in layer (a ``Rescaling`` by ``1 / divisor`` would round differently)."""
+    return layers.Normalization(axis=None, mean=0.0, variance=float(divisor) ** 2, name=name, dtype=dtype)(x)
+
+
+def _reverse_channels(x, name, dtype):
+    """``x[..., ::-1]`` with built-in layers: channels as a third spatial axis, cropped out one by one, rejoined."""
+    height, width, channels = x.shape[1:]
+    x = layers.Reshape((height, width, channels, 1), name=f"{name}_split", dtype=dtype)(x)
+    parts = [layers.Cropping3D(((0, 0), (0, 0), (c, channels - 1 - c)), name=f"{name}_{c}", dtype=dtype)(x)
+             for c in reversed(range(channels))]
+    x = layers.Concatenate(axis=3, name=f"{name}_join", dtype=dtype)(parts)
+    return layers.Reshape((height, width, channels), name=f"{name}_merge", dtype=dtype)(x)
+
 
 @keras.saving.register_keras_serializable(package="resnet_mlops")
 class ZeroPadShortcut(keras.layers.Layer):
@@ -74,6 +124,25 @@ class ZeroPadShortcut(keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "strides": self.strides, "channels": self.channels}
+
+    def builtin_equivalent(self, inputs):
+        """This layer applied to ``inputs``, made of built-in Keras layers; the last one takes its name.
+
+        A 1x1 max pooling with ``strides`` keeps the same pixels (its windows
+        start at 0, ``strides``, ...); the zero channels are a ``ZeroPadding3D``
+        with the channels seen as a third spatial axis. No arithmetic, so the
+        values are exactly this layer's. (Its gradient is the slow strided one
+        :func:`_subsample` avoids; the saved model is not trained.)
+        """
+        name, dtype = self.name, self.dtype_policy
+        x = inputs
+        if self.strides > 1:
+            x = layers.MaxPooling2D(1, strides=self.strides, name=f"{name}_subsample", dtype=dtype)(x)
+        height, width, channels = x.shape[1:]
+        x = layers.Reshape((height, width, channels, 1), name=f"{name}_split", dtype=dtype)(x)
+        x = layers.ZeroPadding3D(((0, 0), (0, 0), (0, self.channels - channels)), name=f"{name}_zeros",
+                                 dtype=dtype)(x)
+        return layers.Reshape((height, width, self.channels), name=name, dtype=dtype)(x)
 
 
 def _subsample(x, stride):
@@ -156,3 +225,7 @@ class BatchNormalization(keras.layers.BatchNormalization):
             and keras.backend.standardize_dtype(inputs.dtype) in ("float16", "bfloat16", "float32")
             and self.epsilon >= self._MIN_FUSED_EPSILON
         )
+
+    def builtin_equivalent(self):
+        """A ``keras.layers.BatchNormalization`` with this layer's config (weights not copied)."""
+        return keras.layers.BatchNormalization.from_config(self.get_config())

@@ -18,7 +18,8 @@ DEFAULTS = {
     "nesterov": False,             # sgd only
     "weight_decay": 0.0,           # L2 coefficient as papers state it (see README: Training)
     "label_smoothing": 0.0,
-    "schedule": "constant",        # constant | step | cosine | onecycle
+    "schedule": "cosine",          # constant | step | cosine | onecycle; cosine: the last epochs take the
+                                   # smallest steps, so training ends where it settled, not on a spike
     "warmup_fraction": 0.0,        # share of training spent warming up linearly to the peak rate
     "step_at": [0.5, 0.75],        # step schedule: fractions of training where the rate is multiplied...
     "step_factor": 0.1,            # ... by this factor

@@ -1,4 +1,4 @@
-"""The training history as DVC plot data (reports/history.csv) and as a curves figure for MLflow."""
+"""The training history as DVC plot data (reports/history.csv) and as curves (reports/curves.png)."""
 
 from __future__ import annotations
 
@@ -37,3 +37,13 @@ def curves_figure(history: dict[str, list[float]]):
         axis.grid(alpha=0.3)
     figure.tight_layout()
     return figure
+
+
+def write_curves(path: Path, history: dict[str, list[float]]) -> None:
+    """The curves as a PNG: the offline view of the history (DVC's HTML plots load Vega from a CDN)."""
+    figure = curves_figure(history)
+    from matplotlib import pyplot as plt
+
+    with atomic.atomic_path(path) as tmp:
+        figure.savefig(tmp, format="png", dpi=100)
+    plt.close(figure)

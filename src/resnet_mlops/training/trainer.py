@@ -21,7 +21,7 @@ from resnet_mlops.data.pipeline import streaming_dataset
 from resnet_mlops.errors import UserError
 from resnet_mlops.data.prepared import read_split, read_summary
 from resnet_mlops.models import build_model
-from resnet_mlops.models.saving import load_model
+from resnet_mlops.models.saving import load_model, save_model
 from resnet_mlops.models.summary import trainable_params
 from resnet_mlops.project import Layout
 from resnet_mlops.training import batches, devices, multiworker, report
@@ -82,11 +82,13 @@ def train(params: Params, layout: Layout) -> dict:
 
         if device.multi_worker:
             multiworker.synchronize_batch_norm(classifier, False)
-        with atomic.atomic_path(layout.model_file) as tmp:
-            classifier.save(tmp)
-        report.write_history(layout.history, history)
-        if run is not None:
-            _log_outputs(layout, class_names, val.images[:2], history, record)
+        # The outputs replace the last good ones only once all of them, and their logging, succeeded.
+        with atomic.replace_together(layout.model_file, layout.history, layout.curves) as staged:
+            save_model(classifier, staged[layout.model_file])  # built-in layers only: loads without this package
+            report.write_history(staged[layout.history], history)
+            report.write_curves(staged[layout.curves], history)
+            if run is not None:
+                _log_outputs(staged, layout, class_names, val.images[:2], record)
     checkpoints.clear()
     last = {key: values[-1] for key, values in history.items()}
     return {"run_id": run and run.info.run_id, "epochs": len(history.get("loss", [])), **last}
@@ -142,18 +144,19 @@ def _log_start(params, layout, summary, resolved, device, classifier) -> None:
                      "model.trainable_params": str(trainable_params(classifier)), "train.attempt": "1"})
 
 
-def _log_outputs(layout, class_names, sample, history, record) -> None:
+def _log_outputs(staged, layout, class_names, sample, record) -> None:
     """The trained model (Keras flavor and the served pyfunc), the history and its curves.
 
-    The model is read back from the saved file: what is logged is exactly what was
-    saved, and it runs outside any distribution strategy (a multi-worker model's
-    predict would wait for the other workers).
+    `staged` maps each output to the file written for it, not yet in place. The model
+    is read back from that file: what is logged is exactly what was saved, and it runs
+    outside any distribution strategy (a multi-worker model's predict would wait for
+    the other workers).
     """
-    classifier = load_model(layout.model_file)
-    mlflow.log_artifact(str(layout.history), artifact_path="reports")
-    mlflow.log_figure(report.curves_figure(history), "reports/curves.png")
+    classifier = load_model(staged[layout.model_file])
+    mlflow.log_artifact(str(staged[layout.history]), artifact_path="reports")
+    mlflow.log_artifact(str(staged[layout.curves]), artifact_path="reports")
     signature = mlflow.models.infer_signature(sample, classifier.predict(sample, verbose=0))
     mlflow.keras.log_model(classifier, name="keras_model", signature=signature,
                            pip_requirements=serving.requirements())
-    served = serving.log_classifier(layout.model_file, class_names)
+    served = serving.log_classifier(staged[layout.model_file], class_names)
     record["model_uri"] = served.model_uri

@@ -1,0 +1,92 @@
+"""A failed stage never costs the last good outputs: under plain `dvc repro`, `dvc exp run`, `make run`'s
+command and an unactivated environment. (The Prefect flow's case is in test_flow.py.)
+
+DVC deletes a stage's outputs before running it unless they are `persist: true`; every stage
+then replaces its outputs only once it has succeeded.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import outputs_of, run, write_params
+from test_folder_source import good_tree, image_bytes
+
+pytestmark = pytest.mark.slow
+
+
+def bad_params(tiny_params: dict, repo: Path) -> dict[str, tuple[dict, str]]:
+    """name -> (params, what the error must say) for each mistake a user makes."""
+    def changed(section: str, **values) -> dict:
+        params = copy.deepcopy(tiny_params)
+        params[section] = {**params[section], **values}
+        return params
+
+    def folder(path: str, **data) -> dict:
+        params = copy.deepcopy(tiny_params)
+        params["data"] = {**params["data"], "source": "folder", "path": path, "image_size": 16, **data}
+        return params
+
+    (repo / "data/raw/empty").mkdir()
+    images = good_tree(repo / "data/raw/images", per_class=4)
+    (images / "cat" / "truncated.jpg").write_bytes(image_bytes("JPEG", (40, 40))[:300])
+    return {
+        "negative epochs": (changed("train", epochs=-1), "params.yaml: train.epochs:"),
+        "unknown model": (changed("model", name="resnet21"), "params.yaml: model.name:"),
+        "unknown key": (changed("train", epoch=3), "params.yaml: train.epoch: unknown key"),
+        "missing data.path": (folder("data/raw/nowhere"), "data/raw/nowhere: no such file or folder"),
+        "empty folder": (folder("data/raw/empty"), "data/raw/empty: no usable class found"),
+        "on_error fail": (folder("data/raw/images", on_error="fail"), "cat/truncated.jpg: undecodable"),
+    }
+
+
+def assert_failed_keeping(repo: Path, done, says: str, good: dict) -> None:
+    assert done.returncode != 0, done.stdout
+    assert says in done.stdout + done.stderr, done.stdout + done.stderr
+    assert outputs_of(repo) == good
+    assert not [p for p in (repo / "data").iterdir() if p.name.startswith(".prepared.")]  # no leftovers
+
+
+def test_failed_stages_keep_the_last_good_outputs(project_repo, tiny_params):
+    repo = project_repo
+    run(["dvc", "repro"], repo)
+    good = outputs_of(repo)
+
+    for name, (params, says) in bad_params(tiny_params, repo).items():
+        write_params(repo, params)
+        assert_failed_keeping(repo, run(["dvc", "repro"], repo, check=False), says, good)
+
+        write_params(repo, tiny_params)
+        if name == "negative epochs":  # the same mistake as an experiment
+            done = run(["dvc", "exp", "run", "-S", "train.epochs=-1"], repo, check=False)
+            assert_failed_keeping(repo, done, "params.yaml: train.epochs:", good)
+            write_params(repo, tiny_params)
+        if name == "missing data.path":  # ... and under `make run`, whose message must be true
+            write_params(repo, params)
+            done = run(["resnet-mlops", "run"], repo, check=False)
+            assert_failed_keeping(repo, done, says, good)
+            assert done.returncode == 2
+            assert "every output is still the one its stage's last successful run wrote" in done.stderr
+            assert "earlier outputs are unchanged" not in done.stdout + done.stderr
+            write_params(repo, tiny_params)
+
+    # DVC from an environment that is not activated: the stage command is not found.
+    bin_dir = str(Path(sys.executable).parent)
+    unactivated = {**os.environ, "PATH": os.pathsep.join(
+        p for p in os.environ["PATH"].split(os.pathsep) if p != bin_dir)}
+    write_params(repo, {**tiny_params, "train": {**tiny_params["train"], "epochs": 1}})
+    done = run([f"{bin_dir}/dvc", "repro"], repo, check=False, env=unactivated)
+    assert_failed_keeping(repo, done, "resnet-mlops: command not found", good)
+
+    # Put right, the pipeline is up to date again: nothing was lost, nothing reruns.
+    write_params(repo, tiny_params)
+    for folder in ("empty", "images"):
+        shutil.rmtree(repo / "data/raw" / folder)
+    status = run(["dvc", "status"], repo).stdout
+    assert "up to date" in status, status
