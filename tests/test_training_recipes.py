@@ -83,7 +83,7 @@ def test_the_default_recipe_decays_to_the_end_and_mlflow_records_it(tmp_path, ti
     model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])
     model.compile(make_optimizer(settings, steps_per_epoch=4), "categorical_crossentropy")
     rng = np.random.default_rng(0)
-    with mlflow.start_run() as run:
+    with mlflow.start_run(experiment_id=mlflow.create_experiment("recipes")) as run:  # not another test's
         model.fit(rng.normal(size=(32, 4)), np.eye(3)[rng.integers(0, 3, 32)], batch_size=8, epochs=3,
                   verbose=0, callbacks=[callbacks.MlflowEpochLogger(32)])
     history = mlflow.MlflowClient().get_metric_history(run.info.run_id, "learning_rate")
