@@ -80,11 +80,14 @@ def test_the_readme_commands_work_as_written_in_a_fresh_clone(tmp_path):
 
     assert "== resnet-mlops: pipeline finished (ran prepare, train, evaluate, register) ==" in out
     assert "git add dvc.lock reports && git commit" in out  # what the summary asks is what the README does
-    shown = out[out.index("dvc exp show") if "dvc exp show" in out else 0:]
     table = [line for line in done.stdout.splitlines() if line.lstrip().startswith(("workspace", "main", "└──", "├──"))]
     assert len(table) >= 3, done.stdout[-4000:]
     assert not any("!" in line for line in table), "\n".join(table)  # every row, main included, has its metrics
-    assert re.search(r"reports/metrics\.json\s+test_accuracy\s+0\.\d+\s+0\.\d+", done.stdout), shown[-3000:]
+    assert re.search(r"reports/metrics\.json\s+test_accuracy\s+0\.\d+\s+0\.\d+", done.stdout), done.stdout[-3000:]
     assert '"register"' in done.stdout and '"champion"' in done.stdout  # the flow's summaries
     noisy = [line for line in out.splitlines() if any(n in line for n in NOISE)]
     assert not noisy, "\n".join(noisy)
+    # `dvc exp run -S train.epochs=3` left params.yaml changed by exactly that value (as the README says).
+    changed = [line for line in run(["git", "diff", "-U0", "params.yaml"], clone).stdout.splitlines()
+               if line[:1] in "+-" and not line.startswith(("+++", "---"))]
+    assert [line.split("#")[0].strip() for line in changed] == ["-epochs: 12", "+epochs: 3"], changed
