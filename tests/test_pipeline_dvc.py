@@ -102,6 +102,12 @@ def test_dvc_repro_end_to_end(project_repo, tiny_params):
     assert ran_stages(repro(repo)) == {"train", "evaluate", "register"}
     assert len(client.search_runs([experiment.experiment_id])) == 3
 
+    # 5. A fix in the served model's input code makes train stale (the pyfunc it logs runs it), not prepare.
+    with (repo / "src/resnet_mlops/serving_inputs.py").open("a") as source:
+        source.write("\n# a fix\n")
+    stale = json.loads(run(["dvc", "status", "--json"], repo).stdout)
+    assert set(stale) == {"train"}, stale  # evaluate and register follow once train has rerun
+
 
 def test_dvc_exp_run_temp_logs_to_the_repository_store_and_says_how_to_rebuild_it(project_repo):
     repo = project_repo

@@ -90,4 +90,4 @@ def test_the_readme_commands_work_as_written_in_a_fresh_clone(tmp_path):
     # `dvc exp run -S train.epochs=3` left params.yaml changed by exactly that value (as the README says).
     changed = [line for line in run(["git", "diff", "-U0", "params.yaml"], clone).stdout.splitlines()
                if line[:1] in "+-" and not line.startswith(("+++", "---"))]
-    assert [line.split("#")[0].strip() for line in changed] == ["-epochs: 12", "+epochs: 3"], changed
+    assert [line[0] + line[1:].split("#")[0].strip() for line in changed] == ["-epochs: 12", "+epochs: 3"], changed
