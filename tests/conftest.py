@@ -18,6 +18,8 @@ PROJECT = Path(__file__).resolve().parents[1]
 os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("DO_NOT_TRACK", "1")
+os.environ.setdefault("DVC_NO_ANALYTICS", "1")
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("GIT_AUTHOR_NAME", "resnet-mlops tests")
 os.environ.setdefault("GIT_AUTHOR_EMAIL", "tests@localhost")

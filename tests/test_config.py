@@ -40,7 +40,14 @@ def _set(params: dict, dotted: str, value) -> dict:
     return params
 
 
-_DELETE = object()
+class _Delete:
+    """Marks a key to remove; its repr keeps the test ids the same from run to run."""
+
+    def __repr__(self) -> str:
+        return "<deleted>"
+
+
+_DELETE = _Delete()
 
 BAD = [
     # (key to change, new value, key the message must name, text the message must contain)

@@ -49,7 +49,7 @@ def test_dvc_repro_end_to_end(project_repo, tiny_params):
     assert list(plots) == ["loss", "accuracy", "confusion"]  # no raw-file charts, no image twice
     metrics = json.loads((repo / "reports/metrics.json").read_text())
     prepared = json.loads((repo / "data/prepared/summary.json").read_text())
-    assert 0 <= metrics["test_accuracy"] <= 1
+    assert 0.9 <= metrics["test_accuracy"] <= 1  # it learns: 97-98% over seeds 7-9, chance is 10%
     assert metrics["test_examples"] == prepared["splits"]["test"]["count"] > 300
     shown = run(["dvc", "metrics", "show"], repo).stdout
     assert "test_accuracy" in shown

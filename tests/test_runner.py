@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from conftest import copy_project, run
@@ -17,7 +19,8 @@ def test_run_sets_up_git_and_dvc_then_reports(tmp_path, tiny_params, monkeypatch
     assert "is not a git repository; DVC needs one, so creating it with `git init`" in out
     assert "no .dvc/ folder here; creating it with `dvc init`" in out
     assert (folder / ".git").is_dir() and (folder / ".dvc").is_dir() and (folder / "dvc.lock").is_file()
-    assert "test accuracy      0." in out or "test accuracy      1." in out
+    accuracy = float(re.search(r"^test accuracy      (\d\.\d{4})  \(\d+ test images\)$", out, re.M).group(1))
+    assert 0.9 <= accuracy <= 1  # the tiny config learns (97-98%); chance is 10%
     assert "registered model   tiny-digits version 1" in out
     assert "@champion          yes: no champion yet" in out
     assert f"mlflow ui --backend-store-uri sqlite:///{folder.resolve()}/mlflow.db" in out
