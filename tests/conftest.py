@@ -96,3 +96,15 @@ def outputs_of(repo: Path) -> dict[str, bytes]:
                 found[str(file.relative_to(repo))] = file.read_bytes()
     assert len(found) > 10, sorted(found)
     return found
+
+
+# Lines that are the libraries' business, not the user's (issue 11, item 9).
+NOISE = ("oneDNN custom operations", "absl::InitializeLog", "Failed to send telemetry", "Add type hints",
+         "interpreted in multiple ways", "CloudPickle", "Downloading artifacts", "Use `dvc push`",
+         "Creating initial MLflow database", "command not found", "Traceback")
+
+
+def unactivated_path() -> str:
+    """$PATH without the environment running the tests: a shell where it is not activated."""
+    bin_dir = str(Path(sys.executable).parent)
+    return os.pathsep.join(p for p in os.environ["PATH"].split(os.pathsep) if p != bin_dir)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import outputs_of, run, write_params
+from conftest import outputs_of, run, unactivated_path, write_params
 from test_folder_source import good_tree, image_bytes
 
 pytestmark = pytest.mark.slow
@@ -77,11 +77,9 @@ def test_failed_stages_keep_the_last_good_outputs(project_repo, tiny_params):
             write_params(repo, tiny_params)
 
     # DVC from an environment that is not activated: the stage command is not found.
-    bin_dir = str(Path(sys.executable).parent)
-    unactivated = {**os.environ, "PATH": os.pathsep.join(
-        p for p in os.environ["PATH"].split(os.pathsep) if p != bin_dir)}
     write_params(repo, {**tiny_params, "train": {**tiny_params["train"], "epochs": 1}})
-    done = run([f"{bin_dir}/dvc", "repro"], repo, check=False, env=unactivated)
+    done = run([f"{Path(sys.executable).parent}/dvc", "repro"], repo, check=False,
+               env={**os.environ, "PATH": unactivated_path()})
     assert_failed_keeping(repo, done, "resnet-mlops: command not found", good)
 
     # Put right, the pipeline is up to date again: nothing was lost, nothing reruns.

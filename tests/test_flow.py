@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import sys
 import threading
 import time
 from pathlib import Path
@@ -15,7 +13,7 @@ import yaml
 from mlflow.tracking import MlflowClient
 from prefect.testing.utilities import prefect_test_harness
 
-from conftest import make_project_repo, outputs_of, run, write_params
+from conftest import make_project_repo, outputs_of, run, unactivated_path, write_params
 
 pytestmark = pytest.mark.slow
 
@@ -50,8 +48,7 @@ def test_retrain_flow_matches_dvc_repro(prefect_api, tmp_path, tiny_params, monk
     by_dvc = make_project_repo(tmp_path / "dvc", tiny_params)
 
     with monkeypatch.context() as unactivated:  # `.venv/bin/python -m pipeline.flows` from a plain shell
-        bin_dir = str(Path(sys.executable).parent)
-        unactivated.setenv("PATH", os.pathsep.join(p for p in os.environ["PATH"].split(os.pathsep) if p != bin_dir))
+        unactivated.setenv("PATH", unactivated_path())
         state = retrain(project_dir=str(by_flow), return_state=True)
     assert state.is_completed()
     summaries = state.result()

@@ -15,8 +15,7 @@ import mlflow
 import pytest
 from mlflow.tracking import MlflowClient
 
-from conftest import run, write_params
-from test_readme import NOISE
+from conftest import NOISE, run, write_params
 
 pytestmark = pytest.mark.slow
 

@@ -15,15 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from conftest import PROJECT, run
+from conftest import NOISE, PROJECT, run, unactivated_path
 
 BLOCK = re.compile(r"(?:<!-- README test: not run: (?P<why>.+?) -->\n)?```sh\n(?P<body>.*?)```", re.S)
-
-# Lines that are the libraries' business, not the user's (issue 11, item 9).
-NOISE = ("oneDNN custom operations", "absl::InitializeLog", "Failed to send telemetry", "Add type hints",
-         "interpreted in multiple ways", "CloudPickle", "Downloading artifacts", "Use `dvc push`",
-         "Creating initial MLflow database", "command not found", "Traceback")
-
 
 def readme_blocks() -> list[tuple[str | None, str]]:
     return [(m["why"], m["body"]) for m in BLOCK.finditer((PROJECT / "README.md").read_text())]
@@ -53,11 +47,9 @@ def fresh_clone(folder: Path) -> Path:
 
 
 def unactivated_environment() -> dict[str, str]:
-    bin_dir = str(Path(sys.executable).parent)
     env = {key: value for key, value in os.environ.items()
            if key not in ("VIRTUAL_ENV", "MLFLOW_TRACKING_URI", "PREFECT_API_URL", "PYTHONPATH")}
-    env["PATH"] = os.pathsep.join(p for p in env["PATH"].split(os.pathsep) if p != bin_dir)
-    return env
+    return {**env, "PATH": unactivated_path()}
 
 
 @pytest.mark.slow

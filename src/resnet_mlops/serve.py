@@ -84,8 +84,7 @@ def serve(model_uri: str, host: str, port: int, workers: int, timeout: int, limi
     As `mlflow models serve --env-manager local -m URI --timeout T` does: uvicorn with --host,
     --port and --workers, the request timeout in MLFLOW_SCORING_SERVER_REQUEST_TIMEOUT.
     """
-    from mlflow.environment_variables import (MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR,
-                                              MLFLOW_SCORING_SERVER_REQUEST_TIMEOUT)
+    from mlflow.environment_variables import MLFLOW_SCORING_SERVER_REQUEST_TIMEOUT
 
     from resnet_mlops import tracking
     from resnet_mlops.registry import CHAMPION
@@ -95,8 +94,7 @@ def serve(model_uri: str, host: str, port: int, workers: int, timeout: int, limi
     pinned, description = resolve(model_uri)
     print(f"serve: {description}\nserve: http://{host}:{port}/invocations  (restart this command to serve a "
           f"newer @{CHAMPION}; Ctrl-C stops it)", flush=True)
-    env = {MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR.name: "false",  # a bar per model file downloaded; unless set
-           **os.environ, **limits.environment(), "MLFLOW_TRACKING_URI": tracking_uri, MODEL_VARIABLE: pinned,
+    env = {**os.environ, **limits.environment(), "MLFLOW_TRACKING_URI": tracking_uri, MODEL_VARIABLE: pinned,
            MLFLOW_SCORING_SERVER_REQUEST_TIMEOUT.name: str(timeout)}
     command = [sys.executable, "-m", "uvicorn", "--factory", APP, "--host", host, "--port", str(port),
                "--workers", str(workers)]
