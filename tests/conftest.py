@@ -101,7 +101,8 @@ def outputs_of(repo: Path) -> dict[str, bytes]:
 # Lines that are the libraries' business, not the user's (issue 11, item 9).
 NOISE = ("oneDNN custom operations", "absl::InitializeLog", "Failed to send telemetry", "Add type hints",
          "interpreted in multiple ways", "CloudPickle", "Downloading artifacts", "Use `dvc push`",
-         "Creating initial MLflow database", "command not found", "Traceback")
+         "Creating initial MLflow database", "command not found", "resnet-mlops: not found", "is empty.",
+         "Traceback")
 
 
 def unactivated_path() -> str:
