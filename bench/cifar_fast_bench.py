@@ -21,40 +21,29 @@ import argparse
 import json
 import os
 import shutil
-import subprocess
 import sys
 import time
 from pathlib import Path
 
-import yaml
+from support.scratch import CIFAR_ARCHIVE as ARCHIVE
+from support.scratch import ROOT, scratch_project, shipped_params, stage, write_params
 
-ROOT = Path(__file__).resolve().parents[1]
-ARCHIVE = ROOT.parent / "shared" / "datasets" / "cifar10-jpeg.tar.gz"
 RESULTS = ROOT / "bench" / "results"
 BATCH = 256  # the fast preset's
 GPU_RECIPE = {"preset": "fast", "epochs": 30, "batch_size": 512, "warmup_fraction": 0.2}
 GPU_RECIPE_VAL_FRACTION = 0.02
 
 
-def stage(name: str, project: Path) -> float:
-    started = time.perf_counter()
-    subprocess.run([str(Path(sys.executable).parent / "resnet-mlops"), name], cwd=project, check=True)
-    return time.perf_counter() - started
-
-
 def probe_images_per_second(project: Path) -> float:
-    """Steady-state training speed of the fast recipe's model and augmentation on this machine."""
-    import keras
+    """Steady-state training speed on this machine of the model the train stage will fit (`training_model`)."""
     import numpy as np
 
-    from resnet_mlops.data.prepared import read_split
-    from resnet_mlops.models import build_model
-    from resnet_mlops.training.augment import Augment
+    from resnet_mlops.dataset.prepared import read_split
+    from support.models import trainer_model
 
     split = read_split(project / "data" / "prepared", "train")
     x, y = split.images[:BATCH * 12], np.eye(10, dtype="float32")[split.labels[:BATCH * 12]]
-    model = keras.Sequential([Augment(4, True, seed=0), build_model("resnet20", x.shape[1:], 10)])
-    model.compile(keras.optimizers.SGD(0.1, momentum=0.9, nesterov=True), "categorical_crossentropy")
+    model, _, _ = trainer_model(project, x.shape[1:], 10, -(-len(split.labels) // BATCH))
     model.fit(x[:BATCH * 2], y[:BATCH * 2], batch_size=BATCH, verbose=0)  # trace and warm up
     started = time.perf_counter()
     model.fit(x, y, batch_size=BATCH, verbose=0)
@@ -66,24 +55,23 @@ def main() -> None:
     parser.add_argument("--budget-minutes", type=float, default=60.0)
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/resnet-mlops-cifar-fast"))
     parser.add_argument("--gpu-recipe", action="store_true", help="train the GPU bench's recipe to its end")
+    parser.add_argument("--archive", type=Path, default=ARCHIVE,
+                        help="the CIFAR-10 JPEG archive, or a smaller one of the same layout (a smoke run)")
+    parser.add_argument("--results", type=Path, default=RESULTS, help=f"where the results go (default {RESULTS})")
     args = parser.parse_args()
     name = "cifar10_gpu_recipe" if args.gpu_recipe else "cifar10_fast"
-    if not ARCHIVE.exists():
-        sys.exit(f"{ARCHIVE} is missing: this benchmark needs the shared CIFAR-10 JPEG archive")
+    if not args.archive.exists():
+        sys.exit(f"{args.archive} is missing: this benchmark needs the shared CIFAR-10 JPEG archive")
 
-    project = args.workdir
-    shutil.rmtree(project, ignore_errors=True)
-    project.mkdir(parents=True)
-    shutil.copy(ROOT / "dvc.yaml", project)
-    shutil.copytree(ROOT / "src", project / "src")
-    params = yaml.safe_load((ROOT / "params.yaml").read_text())
-    params["data"].update({"source": "folder", "path": str(ARCHIVE), "image_size": 32, "channels": 3})
+    params = shipped_params()
+    params["data"].update({"source": "folder", "path": str(args.archive.resolve()), "image_size": 32, "channels": 3})
     params["model"] = {"name": "resnet20"}
     params["train"] = dict(GPU_RECIPE) if args.gpu_recipe else {"preset": "fast"}
     if args.gpu_recipe:
         params["data"]["val_fraction"] = GPU_RECIPE_VAL_FRACTION
     params["register"]["model_name"] = "cifar10-fast"
-    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    shutil.rmtree(args.workdir, ignore_errors=True)
+    project = scratch_project(args.workdir, params)
 
     prepare_seconds = stage("prepare", project)
     summary = json.loads((project / "data/prepared/summary.json").read_text())
@@ -97,7 +85,7 @@ def main() -> None:
         budget = args.budget_minutes * 60 - 60  # start-up, model logging
         epochs = max(1, int(budget // epoch_seconds))
         params["train"]["epochs"] = epochs
-        (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+        write_params(project, params)
     print(f"probe: {speed:.0f} images/s -> {epochs} epochs of ~{epoch_seconds:.0f} s", flush=True)
 
     train_seconds = stage("train", project)
@@ -106,17 +94,18 @@ def main() -> None:
 
     from resnet_mlops.training.report import curves_figure
 
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    shutil.copy(project / "reports/history.csv", RESULTS / f"{name}_history.csv")
+    results = args.results
+    results.mkdir(parents=True, exist_ok=True)
+    shutil.copy(project / "reports/history.csv", results / f"{name}_history.csv")
     rows = (project / "reports/history.csv").read_text().splitlines()
     header = rows[0].split(",")
     history = {key: [float(r.split(",")[i]) for r in rows[1:]] for i, key in enumerate(header) if key != "epoch"}
-    curves_figure(history).savefig(RESULTS / f"{name}_curves.png", dpi=100)
+    curves_figure(history).savefig(results / f"{name}_curves.png", dpi=100)
     result = {"machine": f"{os.cpu_count()} CPU cores", "train": params["train"], "splits": counts, "prepare_seconds": round(prepare_seconds),
               "probe_images_per_second": round(speed, 1), "epochs": epochs,
               "train_seconds": round(train_seconds), "test_accuracy": metrics.get("test_accuracy", metrics),
               "best_val_accuracy": max(history["val_accuracy"])}
-    (RESULTS / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n")
+    (results / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))
 
 

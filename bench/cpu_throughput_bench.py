@@ -8,13 +8,16 @@ alternates between repeats) while the other side waits idle, so that the load
 of a shared machine hits both alike. Figures are medians over the repeats,
 after warm-up steps that are not timed.
 
-The Keras side is the trainer's code path: ``build_model``, ``compile`` and
-``fit`` on a Python generator of numpy batches (as ``training.batches`` feeds
-it), XLA off as ``training.devices`` leaves it for TensorFlow on a CPU. Within a repeat only
-the steady state counts: the clock runs from the end of the first step to the
-end of the last, on both sides.
+The Keras side is our network on the trainer's code path: ``build_model``, then
+``fit`` on a Python generator of numpy batches (as ``training.inputs`` feeds it), XLA off as
+``training.devices`` leaves it for TensorFlow on a CPU. It is compiled here by hand, not by
+``training_model``, on purpose: with the reference's optimizer and loss (plain SGD, cross-entropy)
+and without the augmentation layer the PyTorch side does not have, so that both sides do the
+same work. Within a repeat only the steady state counts: the clock runs from the end of the
+first step to the end of the last, on both sides.
 
-Options to measure what each change buys or bought:
+Options to measure what each change buys or bought (bench/support/models.py takes them out
+of a copy of the built model; the shipped layers carry no switch):
 ``--without fused-bn`` (Keras' own BatchNormalization code),
 ``--without slice-shortcut`` (option A subsampling by a strided slice),
 ``--jit-compile`` (XLA), ``--threads INTER,INTRA`` (TensorFlow's thread pools),
@@ -33,12 +36,11 @@ import multiprocessing
 import os
 import platform
 import statistics
-import sys
 import time
 
 import numpy as np
 
-SPEEDUPS = ("fused-bn", "slice-shortcut")
+SPEEDUPS = ("fused-bn", "slice-shortcut")  # as support.models.SPEEDUPS, without importing Keras here
 
 
 def parse_args(argv=None):
@@ -79,17 +81,12 @@ class KerasSide:
             tf.config.threading.set_intra_op_parallelism_threads(intra)
         import keras
 
-        from resnet_mlops.models import build_model
-        from resnet_mlops.models import layers as model_layers
+        from support.models import resnet20
 
-        if "fused-bn" in args.without:
-            model_layers.BatchNormalization.fused = False
-        if "slice-shortcut" in args.without:
-            model_layers._subsample = lambda x, stride: x[:, ::stride, ::stride, :]  # the code before issue 5
         self.keras, self.args = keras, args
         self.jit_compile = args.jit_compile or args.backend == "jax"  # training.devices' choice on a CPU
         self.name = f"Keras 3 / {args.backend}"
-        self.model = build_model("resnet20", (32, 32, 3), 10, shortcut="A")
+        self.model = resnet20((32, 32, 3), 10, without=args.without)
         self.model.compile(optimizer=keras.optimizers.SGD(0.01, momentum=0.9),
                            loss=keras.losses.CategoricalCrossentropy(),
                            metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")],
@@ -131,8 +128,7 @@ class TorchSide:
     def __init__(self, batches, args):
         import torch
 
-        sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-        from torch_resnet20 import ResNet20, trainable_params
+        from support.torch_resnet20 import ResNet20, trainable_params
 
         torch.manual_seed(args.seed)
         self.torch = torch
@@ -177,9 +173,8 @@ class Worker:
     """One side in its own process, so that neither runtime's threads get in the other's way.
 
     In one process they slow each other down (likely: both runtimes' worker
-    threads spin-wait after each op and take the other's cores): PyTorch eager
-    ran at 406 images/s next to an idle TensorFlow, against 680-760 on its own,
-    on this 2-core machine.
+    threads spin-wait after each op and take the other's cores); bench/RESULTS.md
+    has the figures.
     """
 
     def __init__(self, kind, args):

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import statistics
 import subprocess
 import sys
@@ -20,7 +19,7 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from support.scratch import scratch_project
 
 
 def timed(args: list[str], cwd: Path) -> float:
@@ -36,14 +35,8 @@ def main() -> None:
     os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"
     os.environ.pop("MLFLOW_TRACKING_URI", None)
     with tempfile.TemporaryDirectory() as tmp:
-        repo = Path(tmp) / "repo"
-        repo.mkdir()
-        for name in ("dvc.yaml", "params.yaml"):
-            shutil.copy(ROOT / name, repo / name)
-        for tree in ("src", "data/raw"):
-            shutil.copytree(ROOT / tree, repo / tree, ignore=shutil.ignore_patterns("__pycache__"))
-        for command in (["git", "init", "-q"], ["dvc", "init", "-q"], ["dvc", "repro"]):
-            subprocess.run(command, cwd=repo, check=True, capture_output=True)
+        repo = scratch_project(Path(tmp) / "repo", repo=True)
+        subprocess.run(["dvc", "repro"], cwd=repo, check=True, capture_output=True)
         noop, version = [], []
         for _ in range(args.repeats):
             noop.append(timed(["dvc", "repro"], repo))

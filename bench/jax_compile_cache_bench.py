@@ -16,25 +16,20 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
-import sys
 import tempfile
-import time
 from pathlib import Path
 
 from mlflow.tracking import MlflowClient
-from train_overhead_bench import make_project  # ResNet-20 on the digits at 32x32x3, two epochs, prepared
+
+from support.scratch import digits32_params, prepare_here, scratch_project, stage
 
 
 def train_seconds(folder: Path, cache: Path) -> tuple[float, float]:
     """(first epoch s, whole stage s) of `resnet-mlops train` under JAX with `cache` as XDG_CACHE_HOME."""
-    env = {**os.environ, "KERAS_BACKEND": "jax", "XDG_CACHE_HOME": str(cache),
+    env = {"KERAS_BACKEND": "jax", "XDG_CACHE_HOME": str(cache),
            "MLFLOW_TRACKING_URI": f"sqlite:///{folder}/mlflow.db", "MLFLOW_DISABLE_TELEMETRY": "true"}
-    env.pop("JAX_COMPILATION_CACHE_DIR", None)
-    started = time.perf_counter()
-    subprocess.run([str(Path(sys.executable).parent / "resnet-mlops"), "train"], cwd=folder, env=env,
-                   check=True, capture_output=True)
-    whole = time.perf_counter() - started
+    os.environ.pop("JAX_COMPILATION_CACHE_DIR", None)  # the trainer's own cache, under XDG_CACHE_HOME
+    whole = stage("train", folder, env=env, quiet=True)
     run_id = json.loads((folder / "models/run.json").read_text())["run_id"]
     first = MlflowClient(env["MLFLOW_TRACKING_URI"]).get_metric_history(run_id, "epoch_seconds")[0]
     return first.value, whole
@@ -46,9 +41,8 @@ def main() -> None:
     args = parser.parse_args()
     rows = {"cold": [], "warm": []}
     with tempfile.TemporaryDirectory() as tmp:
-        folder = Path(tmp) / "project"
-        folder.mkdir()
-        make_project(folder)
+        folder = scratch_project(Path(tmp) / "project", digits32_params())  # ResNet-20, digits 32x32x3, 2 epochs
+        prepare_here(folder)
         for round_ in range(args.repeats):
             cache = Path(tmp) / f"cache-{round_}"
             rows["cold"].append(train_seconds(folder, cache))

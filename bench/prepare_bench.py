@@ -27,10 +27,9 @@ from pathlib import Path
 
 import numpy as np
 import simplejpeg
-import yaml
 from PIL import Image
 
-ROOT = Path(__file__).resolve().parents[1]
+from support.scratch import CIFAR_ARCHIVE, prepare_here, scratch_project, shipped_params
 
 
 def bare_loop(archive: Path, decode) -> tuple[float, int]:
@@ -53,25 +52,22 @@ def turbo(data: bytes) -> np.ndarray:
 
 def prepare_once(archive: Path) -> dict:
     """Runs in the child: the real stage, timed, with its peak memory."""
-    from resnet_mlops.config import load_params
-    from resnet_mlops.data.prepare import prepare
-
     with tempfile.TemporaryDirectory() as tmp:
-        params = yaml.safe_load((ROOT / "params.yaml").read_text())
-        params["data"].update(source="folder", path=str(archive), val_fraction=0.1, test_fraction=0.2)
-        (Path(tmp) / "params.yaml").write_text(yaml.safe_dump(params))
-        settings = load_params(Path(tmp) / "params.yaml").data
+        params = shipped_params()
+        params["seed"] = 0
+        params["data"].update(source="folder", path=str(archive.resolve()), val_fraction=0.1, test_fraction=0.2)
+        project = scratch_project(Path(tmp), params)
         start = time.perf_counter()
-        summary = prepare(settings, 0, Path(tmp) / "prepared", Path(tmp) / "report.json")
+        summary = prepare_here(project)
         seconds = time.perf_counter() - start
     mb = lambda who: resource.getrusage(who).ru_maxrss / 1024
-    return {"seconds": seconds, "images": sum(s["count"] for s in summary["splits"].values()),
+    return {"seconds": seconds, "images": sum(summary["splits"].values()),
             "main_mb": mb(resource.RUSAGE_SELF), "worker_mb": mb(resource.RUSAGE_CHILDREN)}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--archive", type=Path, default=ROOT.parent / "shared/datasets/cifar10-jpeg.tar.gz")
+    parser.add_argument("--archive", type=Path, default=CIFAR_ARCHIVE)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()

@@ -1,7 +1,8 @@
 """Where a Keras training step's time goes on TensorFlow: kernel time per op type, per step.
 
 Trains ResNet-20 (option A, batch 128, 32x32x3, 10 classes) as
-``cpu_throughput_bench.py`` does, records a few steps with TensorFlow's profiler
+``cpu_throughput_bench.py`` does (our network, compiled by hand with plain SGD, as the
+PyTorch reference there is), records a few steps with TensorFlow's profiler
 and sums the kernel times of each op type (gradient ops prefixed ``grad:``).
 With the default two inter-op threads ops can overlap, so the sum may exceed
 the step time.
@@ -50,14 +51,9 @@ def main():
     import keras
     import tensorflow as tf
 
-    from resnet_mlops.models import build_model
-    from resnet_mlops.models import layers as model_layers
+    from support.models import resnet20
 
-    if "fused-bn" in args.without:
-        model_layers.BatchNormalization.fused = False
-    if "slice-shortcut" in args.without:
-        model_layers._subsample = lambda x, stride: x[:, ::stride, ::stride, :]
-    model = build_model("resnet20", (32, 32, 3), 10, shortcut="A")
+    model = resnet20((32, 32, 3), 10, without={name for name in args.without.split(",") if name})
     model.compile(optimizer=keras.optimizers.SGD(0.01, momentum=0.9), loss="categorical_crossentropy",
                   metrics=["accuracy"])
     rng = np.random.default_rng(0)

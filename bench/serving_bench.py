@@ -3,9 +3,9 @@
 Run:  .venv/bin/python bench/serving_bench.py [--archive PATH] [--repeats 3] [--requests 300]
                                               [--load-seconds 60] [--clients 8] [--json PATH]
 
-Set-up: a ResNet-20 (the default model; random weights, as speed does not depend on
-them) for 32x32x3 and the CIFAR-10 classes, logged with `serving.log_classifier`
-and registered in a temporary store, served by `resnet-mlops serve` on 127.0.0.1
+Set-up (bench/support/serving.py): a ResNet-20 (the default model; random weights, as speed
+does not depend on them) for 32x32x3 and the CIFAR-10 classes, saved as `train` saves it,
+logged with `serving.pyfunc.log_classifier` and registered in a temporary store, served by `resnet-mlops serve` on 127.0.0.1
 (one worker). Inputs: the first 64 test JPEGs of the CIFAR-10 JPEG archive.
 
 Each repeat measures, on the same inputs:
@@ -26,7 +26,6 @@ import argparse
 import base64
 import http.client
 import json
-import os
 import statistics
 import sys
 import tempfile
@@ -37,10 +36,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests"))  # the serving tests' helpers: register a model, run the server
-
-from served_model import CIFAR_CLASSES, cifar_jpegs, free_port, serving_process  # noqa: E402
+from support.scratch import CIFAR_ARCHIVE
+from support.serving import CIFAR_CLASSES, cifar_test_jpegs, free_port, register_classifier, serving_process
 
 MODEL = "models:/bench-cifar@champion"
 
@@ -152,19 +149,17 @@ def main() -> None:
 
     import mlflow
 
-    import served_model
-    from resnet_mlops.data import images
+    from resnet_mlops.dataset import images
 
-    os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"  # resnet-mlops
-    served_model.JPEG_ARCHIVE = args.archive or served_model.JPEG_ARCHIVE
-    if not served_model.JPEG_ARCHIVE.exists():
-        sys.exit(f"{served_model.JPEG_ARCHIVE} is absent: pass --archive PATH (the CIFAR-10 JPEG archive)")
-    files = cifar_jpegs(per_class=7)[:64]
+    archive = args.archive or CIFAR_ARCHIVE
+    if not archive.exists():
+        sys.exit(f"{archive} is absent: pass --archive PATH (the CIFAR-10 JPEG archive)")
+    files = cifar_test_jpegs(archive, per_class=7)[:64]
     pixels = np.stack([images.decode(data, 32, 3).pixels for _, data in files])
     jpegs = [base64.b64encode(data).decode() for _, data in files]
 
     with tempfile.TemporaryDirectory() as tmp:
-        uri = served_model.register_model(Path(tmp), "bench-cifar", (32, 32, 3), CIFAR_CLASSES, architecture="resnet20")
+        uri = register_classifier(Path(tmp), "bench-cifar", (32, 32, 3), CIFAR_CLASSES, architecture="resnet20")
         mlflow.set_tracking_uri(uri)
         local = mlflow.pyfunc.load_model(MODEL)
         keras_model = local.unwrap_python_model().model
@@ -189,7 +184,7 @@ def main() -> None:
     print(f"{'single image':<34}{'p50 ms':>10}{'p99 ms':>10}")
     for key, value in single.items():
         print(f"  {key:<32}{value['p50_ms']:>10.2f}{value['p99_ms']:>10.2f}")
-    print(f"batch of 64 (images/s)")
+    print("batch of 64 (images/s)")
     for key, value in batch.items():
         print(f"  {key:<32}{value:>10,.0f}")
     added = single["server_jpeg"]["p50_ms"] - single["inprocess_pyfunc"]["p50_ms"]

@@ -1,11 +1,12 @@
 """Overhead of the `train` stage against a bare `model.fit` (issue 5): target >= 0.95x.
 
-Both sides train the same ResNet-20 (with the same augmentation layer, optimizer
-and loss) on the same prepared data and batch size, in this one process,
-interleaved, repeated. The stage side is the real `resnet_mlops.training.trainer.train`
-with everything on: MLflow run, per-epoch metrics, system metrics, a checkpoint
-every epoch, history and curves, model logging. The bare side is `model.fit` on
-the arrays plus `model.save`.
+Both sides train the same model: the trainer's training model (augmentation + ResNet-20,
+compiled with the recipe), built by `training_model` on the trainer's device plan
+(bench/support/models.py), on the same prepared data and batch size, in this one process,
+interleaved, repeated. The stage side is the real `resnet_mlops.training.trainer.run` with
+everything on: MLflow run, per-epoch metrics, system metrics, a checkpoint every epoch, history
+and curves, model logging. The bare side, the reference, is that model's own `model.fit` on the
+arrays plus `save`: nothing of the stage around it.
 
 Each side runs at SHORT and LONG epochs; the time per extra epoch,
 (T(LONG) - T(SHORT)) / (LONG - SHORT), is the steady-state cost of an epoch,
@@ -24,62 +25,40 @@ import tempfile
 import time
 from pathlib import Path
 
-import yaml
+from support.models import trainer_model
+from support.scratch import digits32_params, prepare_here, read_params, scratch_project, train_here, write_params
 
-ROOT = Path(__file__).resolve().parents[1]
 SHORT, LONG = 2, 10
 BATCH = 64
 
 
-def make_project(folder: Path) -> Path:
-    """Digits at 32x32x3 (the CIFAR input shape), prepared by the real prepare stage."""
-    from resnet_mlops.config import load_params
-    from resnet_mlops.data.prepare import prepare
-
-    params = yaml.safe_load((ROOT / "params.yaml").read_text())
-    params["data"].update({"source": "digits", "path": None, "image_size": 32, "channels": 3})
-    params["model"] = {"name": "resnet20"}
-    params["train"] = {"epochs": SHORT, "batch_size": BATCH, "optimizer": "sgd", "learning_rate": 0.05,
-                       "schedule": "cosine", "augment": {"crop": 4, "flip": True}}
-    (folder / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    loaded = load_params(folder / "params.yaml")
-    prepare(loaded.data, loaded.seed, folder / "data/prepared", folder / "reports/data_validation.json")
-    return folder
+def set_epochs(folder: Path, epochs: int) -> None:
+    params = read_params(folder)
+    params["train"]["epochs"] = epochs  # the schedule's length: both sides decay over all the epochs
+    write_params(folder, params)
 
 
 def stage_seconds(folder: Path, epochs: int) -> float:
-    from resnet_mlops.config import load_params
-    from resnet_mlops.project import Layout
-    from resnet_mlops.training.trainer import train
-
-    params = yaml.safe_load((folder / "params.yaml").read_text())
-    params["train"]["epochs"] = epochs
-    (folder / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    set_epochs(folder, epochs)
     started = time.perf_counter()
-    train(load_params(folder / "params.yaml"), Layout(folder))
+    train_here(folder)
     return time.perf_counter() - started
 
 
 def bare_seconds(folder: Path, epochs: int) -> float:
-    import keras
+    """The reference: the trainer's model fitted by a bare `model.fit` on the arrays, then saved."""
     import numpy as np
 
-    from resnet_mlops.data.prepared import read_split
-    from resnet_mlops.models import build_model
-    from resnet_mlops.training.augment import Augment
+    from resnet_mlops.dataset.prepared import read_split
 
+    set_epochs(folder, epochs)
     train, val = read_split(folder / "data/prepared", "train"), read_split(folder / "data/prepared", "val")
     eye = np.eye(10, dtype="float32")
     started = time.perf_counter()
-    keras.utils.set_random_seed(0)
-    model = keras.Sequential([Augment(4, True, seed=0), build_model("resnet20", train.images.shape[1:], 10)])
-    steps = -(-len(train.labels) // BATCH)
-    model.compile(keras.optimizers.SGD(keras.optimizers.schedules.CosineDecay(0.05, epochs * steps),
-                                       momentum=0.9),
-                  keras.losses.CategoricalCrossentropy(), metrics=["accuracy"])
+    model, classifier, _ = trainer_model(folder, train.images.shape[1:], 10, -(-len(train.labels) // BATCH))
     model.fit(train.images, eye[train.labels], batch_size=BATCH, epochs=epochs,
               validation_data=(val.images, eye[val.labels]), verbose=0)
-    model.layers[-1].save(folder / "bare.keras")
+    classifier.save(folder / "bare.keras")
     return time.perf_counter() - started
 
 
@@ -89,7 +68,8 @@ def main() -> None:
     args = parser.parse_args()
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     with tempfile.TemporaryDirectory() as tmp:
-        folder = make_project(Path(tmp))
+        folder = scratch_project(Path(tmp), digits32_params(SHORT, BATCH))
+        prepare_here(folder)
         os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{folder}/mlflow.db"
         bare_seconds(folder, 1)  # import and warm everything once
         times: dict[tuple[str, int], list[float]] = {}

@@ -26,43 +26,30 @@ from prefect.artifacts import create_markdown_artifact  # noqa: E402
 from prefect.runtime import flow_run  # noqa: E402
 
 from resnet_mlops.config import load_params  # noqa: E402
-from resnet_mlops.data.prepared import read_summary  # noqa: E402
 from resnet_mlops.project import Layout, path_with_this_environment  # noqa: E402
+from resnet_mlops.run import markdown_report  # noqa: E402
+from resnet_mlops.stages import STAGES, stage  # noqa: E402
 from resnet_mlops.tracking import FLOW_RUN_ENV  # noqa: E402
 
 
-def stage_summary(stage: str, project_dir: Path) -> dict:
-    """What the stage left behind, in a few numbers (read from its outputs)."""
-    layout = Layout(project_dir)
-    if stage == "prepare":
-        return {name: split["count"] for name, split in read_summary(layout.prepared)["splits"].items()}
-    if stage == "train":
-        rows = layout.history.read_text().splitlines()
-        header, last = rows[0].split(","), rows[-1].split(",")
-        return {"run_id": json.loads(layout.run_file.read_text())["run_id"], **dict(zip(header, last))}
-    if stage == "evaluate":
-        return json.loads(layout.metrics.read_text())
-    return json.loads(layout.registration.read_text())
-
-
-def run_dvc_stage(stage: str, project_dir: str) -> dict:
+def run_dvc_stage(name: str, project_dir: str) -> dict:
+    """`dvc repro --single-item <name>`, then the stage's summary (read from its outputs)."""
     logger = get_run_logger()
     env = {**os.environ, FLOW_RUN_ENV: str(flow_run.id or ""), "PATH": path_with_this_environment()}
-    done = subprocess.run([sys.executable, "-m", "dvc", "repro", "--single-item", stage], cwd=project_dir,
+    done = subprocess.run([sys.executable, "-m", "dvc", "repro", "--single-item", name], cwd=project_dir,
                           env=env, capture_output=True, text=True)
-    logger.info("dvc repro --single-item %s\n%s", stage, console.without_dvc_hints(done.stdout)[-4000:])
+    logger.info("dvc repro --single-item %s\n%s", name, console.without_dvc_hints(done.stdout)[-4000:])
     if done.returncode != 0:
-        raise RuntimeError(f"stage {stage} failed (exit {done.returncode}):\n{done.stderr[-4000:]}")
-    summary = stage_summary(stage, Path(project_dir))
-    logger.info("%s summary: %s", stage, json.dumps(summary, sort_keys=True))
+        raise RuntimeError(f"stage {name} failed (exit {done.returncode}):\n{done.stderr[-4000:]}")
+    summary = stage(name).summary(Layout(Path(project_dir)))
+    logger.info("%s summary: %s", name, json.dumps(summary, sort_keys=True))
     return summary
 
 
-prepare_task = task(run_dvc_stage, name="prepare", task_run_name="dvc repro prepare")
-train_task = task(run_dvc_stage, name="train", task_run_name="dvc repro train",
-                  retries=2, retry_delay_seconds=5)
-evaluate_task = task(run_dvc_stage, name="evaluate", task_run_name="dvc repro evaluate")
-register_task = task(run_dvc_stage, name="register", task_run_name="dvc repro register")
+# Training is the stage worth retrying: a lost device or a killed worker resumes from its checkpoint.
+RETRIES = {"train": 2}
+TASKS = {name: task(run_dvc_stage, name=name, task_run_name=f"dvc repro {name}",
+                    retries=RETRIES.get(name, 0), retry_delay_seconds=5) for name in STAGES}
 
 
 @flow(name="retrain", log_prints=True)
@@ -70,22 +57,9 @@ def retrain(project_dir: str = ".") -> dict:
     """prepare -> train -> evaluate -> register, each a DVC stage; returns every stage's summary."""
     project = Path(project_dir).resolve()
     load_params(project / "params.yaml")  # bad params fail here, before any stage runs
-    summaries = {
-        "prepare": prepare_task("prepare", str(project)),
-        "train": train_task("train", str(project)),
-        "evaluate": evaluate_task("evaluate", str(project)),
-        "register": register_task("register", str(project)),
-    }
-    registration = summaries["register"]
-    create_markdown_artifact(
-        key="retrain-report",
-        markdown=(f"# retrain\n\n| | |\n|---|---|\n"
-                  f"| test accuracy | {summaries['evaluate']['test_accuracy']:.4f} |\n"
-                  f"| MLflow run | `{registration['run_id']}` |\n"
-                  f"| registered | {registration['model_name']} v{registration['version']} |\n"
-                  f"| @champion | {'yes' if registration['champion'] else 'no'}: {registration['reason']} |\n"),
-        description="Outcome of the retrain flow",
-    )
+    summaries = {name: run_stage(name, str(project)) for name, run_stage in TASKS.items()}
+    create_markdown_artifact(key="retrain-report", markdown=markdown_report(Layout(project)),
+                             description="Outcome of the retrain flow")
     return summaries
 
 

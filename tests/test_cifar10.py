@@ -18,7 +18,7 @@ import pytest
 from resnet_mlops.config import load_params
 from resnet_mlops.data.prepare import prepare
 from resnet_mlops.errors import UserError
-from conftest import PROJECT, write_params
+from support.project_repo import PROJECT, write_params
 
 JPEG_ARCHIVE = PROJECT.parent / "shared" / "datasets" / "cifar10-jpeg.tar.gz"
 CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
@@ -103,6 +103,7 @@ def http_server(tmp_path):
     thread.start()
     yield f"http://127.0.0.1:{server.server_address[1]}"
     server.shutdown()
+    server.server_close()
 
 
 def test_download_is_verified_and_cached(tmp_path, tiny_params, http_server, monkeypatch):

@@ -9,8 +9,8 @@ import yaml
 
 from resnet_mlops.config import flatten, load_params
 from resnet_mlops.errors import ConfigError
-from resnet_mlops.training.presets import DEFAULTS
-from conftest import PROJECT, write_params
+from resnet_mlops.presets import DEFAULTS
+from support.project_repo import PROJECT, write_params
 
 
 def test_the_shipped_params_file_is_valid():
@@ -114,13 +114,3 @@ def test_zero_learning_rate_is_allowed(tmp_path, tiny_params):
 
 def test_flatten_names_nested_keys_with_dots():
     assert flatten({"a": 1, "b": {"c": 2, "d": {"e": None}}}) == {"a": 1, "b.c": 2, "b.d.e": None}
-
-
-def test_models_command_lists_sizes():
-    done = subprocess.run(["resnet-mlops", "models", "resnet20", "resnet56", "--input-shape", "32x32x3"],
-                          capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr
-    rows = {line.split()[0]: line.split()[1:] for line in done.stdout.splitlines()[1:]}
-    assert rows["resnet20"][1] == "269,722" and rows["resnet56"][1] == "853,018"  # trainable, as published
-    bad = subprocess.run(["resnet-mlops", "models", "resnet21x"], capture_output=True, text=True, timeout=300)
-    assert bad.returncode == 2 and "resnet21x" in bad.stderr and "Traceback" not in bad.stderr

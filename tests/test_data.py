@@ -10,10 +10,10 @@ import pytest
 
 from resnet_mlops.config import load_params
 from resnet_mlops.data.prepare import prepare
-from resnet_mlops.data.prepared import read_split, read_summary
+from resnet_mlops.dataset.prepared import read_split, read_summary
 from resnet_mlops.data.sources import load_digits
 from resnet_mlops.data.split import SPLITS, assign
-from conftest import write_params
+from support.project_repo import write_params
 
 
 @pytest.fixture

@@ -16,8 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from conftest import outputs_of, run, unactivated_path, write_params
-from test_folder_source import good_tree, image_bytes
+from support.console import unactivated_path
+from support.image_files import good_tree, image_bytes
+from support.project_repo import outputs_of, run, write_params
 
 pytestmark = pytest.mark.slow
 
@@ -54,9 +55,8 @@ def assert_failed_keeping(repo: Path, done, says: str, good: dict) -> None:
     assert not [p for p in (repo / "data").iterdir() if p.name.startswith(".prepared.")]  # no leftovers
 
 
-def test_failed_stages_keep_the_last_good_outputs(project_repo, tiny_params):
-    repo = project_repo
-    run(["dvc", "repro"], repo)
+def test_failed_stages_keep_the_last_good_outputs(reproduced_repo, tiny_params):
+    repo = reproduced_repo
     good = outputs_of(repo)
 
     for name, (params, says) in bad_params(tiny_params, repo).items():

@@ -12,35 +12,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from PIL import Image
 
 from resnet_mlops.config import load_params
 from resnet_mlops.data.prepare import prepare
-from resnet_mlops.data.prepared import read_split
+from resnet_mlops.dataset.prepared import read_split
 from resnet_mlops.errors import UserError
-from conftest import write_params
-
-def image_bytes(fmt: str, size=(20, 20), mode="RGB", seed=None) -> bytes:
-    pixels = np.random.default_rng(seed).integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)
-    image = Image.fromarray(pixels).convert(mode)
-    buffer = io.BytesIO()
-    image.save(buffer, format=fmt)
-    return buffer.getvalue()
-
-
-def good_tree(root: Path, per_class: int = 6) -> Path:
-    """Three classes, every supported format and several modes and sizes."""
-    formats = [("JPEG", "RGB", ".jpg"), ("PNG", "RGBA", ".png"), ("BMP", "L", ".bmp"),
-               ("GIF", "P", ".gif"), ("WEBP", "RGB", ".webp"), ("PNG", "LA", ".png")]
-    seed = 0
-    for name in ("cat", "dog", "owl"):
-        (root / name).mkdir(parents=True)
-        for i in range(per_class):
-            fmt, mode, ext = formats[i % len(formats)]
-            size = (20 + 7 * i, 16 + 3 * i)
-            (root / name / f"{i:03d}{ext}").write_bytes(image_bytes(fmt, size, mode, seed=seed))
-            seed += 1
-    return root
+from support.image_files import good_tree, image_bytes
+from support.project_repo import write_params
 
 
 def settings_for(tmp_path, tiny_params, path, **data):
@@ -265,14 +243,3 @@ def test_missing_or_unsupported_paths_are_one_clear_error(tmp_path, tiny_params)
     (tmp_path / "broken.tar.gz").write_bytes(b"\x1f\x8b\x08\x00garbage")
     with pytest.raises(UserError, match="broken.tar.gz"):
         run_prepare(tmp_path, settings_for(tmp_path, tiny_params, tmp_path / "broken.tar.gz"))
-
-
-@pytest.mark.parametrize("mode", ["RGB", "L"])
-@pytest.mark.parametrize("size, channels", [(20, 3), (16, 3), (16, 1), (40, 1)])
-def test_the_fast_jpeg_path_gives_pillows_pixels(mode, size, channels):
-    from resnet_mlops.data.images import decode, to_pixels
-
-    for seed in range(5):
-        data = image_bytes("JPEG", (20, 20), mode, seed=seed)
-        expected = to_pixels(Image.open(io.BytesIO(data)), size, channels)
-        assert np.array_equal(decode(data, size, channels).pixels, expected)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from conftest import run, write_params
 from resnet_mlops import tracking
+from support.project_repo import run, write_params
 
 
 @pytest.fixture

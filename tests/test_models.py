@@ -13,10 +13,10 @@ from resnet_mlops.models import (
     MODEL_NAMES,
     InvalidModelOption,
     build_model,
-    residual_blocks,
     trainable_params,
     validate,
 )
+from support.residual_blocks import residual_blocks
 
 
 @pytest.fixture(scope="module")

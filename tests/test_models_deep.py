@@ -3,7 +3,8 @@
 import numpy as np
 import pytest
 
-from resnet_mlops.models import build_model, residual_blocks, trainable_params
+from resnet_mlops.models import build_model, trainable_params
+from support.residual_blocks import residual_blocks
 
 
 @pytest.fixture(scope="module")

@@ -112,6 +112,16 @@ def test_describe_counts_parameters_and_macs():
     assert option_b["macs"] - resnet20["macs"] == 16 * 32 * 16 * 16 + 32 * 64 * 8 * 8
 
 
+def test_models_command_lists_sizes():
+    done = subprocess.run(["resnet-mlops", "models", "resnet20", "resnet56", "--input-shape", "32x32x3"],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    rows = {line.split()[0]: line.split()[1:] for line in done.stdout.splitlines()[1:]}
+    assert rows["resnet20"][1] == "269,722" and rows["resnet56"][1] == "853,018"  # trainable, as published
+    bad = subprocess.run(["resnet-mlops", "models", "resnet21x"], capture_output=True, text=True, timeout=300)
+    assert bad.returncode == 2 and "resnet21x" in bad.stderr and "Traceback" not in bad.stderr
+
+
 def test_describe_lists_by_default_the_names_that_take_the_input():
     assert default_names((8, 8, 1)) == CIFAR_MODELS
     assert default_names((32, 32, 3)) == CIFAR_MODELS + IMAGENET_MODELS

@@ -9,13 +9,21 @@ and a `dvc exp run --temp` whose run must land in the repository's one store.
 from __future__ import annotations
 
 import json
+import os
 import re
+import threading
+from contextlib import contextmanager
+from pathlib import Path
+from urllib.parse import urlparse
 
 import mlflow
 import pytest
 from mlflow.tracking import MlflowClient
 
-from conftest import NOISE, run, write_params
+from support.console import NOISE
+from support.image_files import good_tree, image_bytes
+from support.project_repo import run, write_params
+from support.tracking_uri import tracking_store
 
 pytestmark = pytest.mark.slow
 
@@ -29,6 +37,35 @@ def repro(repo) -> str:
     return done.stdout + done.stderr
 
 
+STORE_NAMES = ("mlflow.db", "mlruns", "mlartifacts")
+
+
+@contextmanager
+def stores_appearing(repo: Path, every_s: float = 0.1):
+    """Yield a set that fills, while the block runs, with every MLflow store (by STORE_NAMES) that appears
+    under `repo` besides its own: a poll, since a `dvc exp run --temp` copy is gone once it ends."""
+    own = {repo / name for name in STORE_NAMES}
+    skipped = own | {repo / ".dvc" / "cache"}
+    found: set[Path] = set()
+    done = threading.Event()
+
+    def watch() -> None:
+        while not done.wait(every_s):
+            for folder, subfolders, files in os.walk(repo):
+                here = Path(folder)
+                found.update(here / name for name in (*subfolders, *files) if name in STORE_NAMES)
+                subfolders[:] = [d for d in subfolders if d != ".git" and here / d not in skipped]
+            found.difference_update(own)
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    try:
+        yield found
+    finally:
+        done.set()
+        watcher.join(timeout=30)
+
+
 def test_dvc_repro_end_to_end(project_repo, tiny_params):
     repo = project_repo
     client_uri = f"sqlite:///{repo.resolve()}/mlflow.db"
@@ -36,7 +73,7 @@ def test_dvc_repro_end_to_end(project_repo, tiny_params):
     # 1. First run: every stage, one MLflow run, version 1 is @champion; only our own lines on the console.
     printed = repro(repo)
     assert ran_stages(printed) == {"prepare", "train", "evaluate", "register"}
-    # (Plain `dvc repro` ends with DVC's own `dvc push` hint; `make run` leaves it out, see test_runner.py.)
+    # (Plain `dvc repro` ends with DVC's own `dvc push` hint; `make run` leaves it out, see test_run.py.)
     noise = [n for n in NOISE if n != "Use `dvc push`"]
     noisy = [line for line in printed.splitlines() if any(n in line for n in noise)]
     assert not noisy, "\n".join(noisy)
@@ -72,11 +109,11 @@ def test_dvc_repro_end_to_end(project_repo, tiny_params):
     champion = client.get_model_version_by_alias("tiny-digits", "champion")
     assert str(champion.version) == "1" and champion.run_id == run_id
     assert champion.tags["champion_reason"] == "no champion yet"
-    mlflow.set_tracking_uri(client_uri)
-    served = mlflow.models.get_model_info("models:/tiny-digits/1").signature
+    with tracking_store(client_uri):
+        served = mlflow.models.get_model_info("models:/tiny-digits/1").signature
+        keras_flavor = mlflow.models.get_model_info(f"runs:/{run_id}/keras_model").signature
     assert served.inputs is None  # pixels or encoded images: the pyfunc validates them itself
     assert "top_k" in served.params.to_json() and "label" in served.outputs.input_names()
-    keras_flavor = mlflow.models.get_model_info(f"runs:/{run_id}/keras_model").signature
     assert list(keras_flavor.inputs.to_dict()[0]["tensor-spec"]["shape"]) == [-1, 8, 8, 1]
 
     # 2. Nothing changed: no stage runs.
@@ -101,34 +138,45 @@ def test_dvc_repro_end_to_end(project_repo, tiny_params):
     assert ran_stages(repro(repo)) == {"train", "evaluate", "register"}
     assert len(client.search_runs([experiment.experiment_id])) == 3
 
-    # 5. A fix in the served model's input code makes train stale (the pyfunc it logs runs it), not prepare.
-    with (repo / "src/resnet_mlops/serving_inputs.py").open("a") as source:
+    # 5. A fix in the served model's input code reruns register alone (it logs the pyfunc that runs
+    #    that code): the trained model is registered again, packaged with the fix, without training.
+    last = json.loads((repo / "reports/registration.json").read_text())
+    with (repo / "src/resnet_mlops/serving/inputs.py").open("a") as source:
         source.write("\n# a fix\n")
-    stale = json.loads(run(["dvc", "status", "--json"], repo).stdout)
-    assert set(stale) == {"train"}, stale  # evaluate and register follow once train has rerun
+    assert set(json.loads(run(["dvc", "status", "--json"], repo).stdout)) == {"register"}
+    assert ran_stages(repro(repo)) == {"register"}
+    assert len(client.search_runs([experiment.experiment_id])) == 3  # no new training run
+    again = json.loads((repo / "reports/registration.json").read_text())
+    assert again["version"] == last["version"] + 1 and again["run_id"] == last["run_id"]
+    version = client.get_model_version("tiny-digits", str(again["version"]))
+    logged = client.get_logged_model(version.source.removeprefix("models:/"))  # the logged model's id
+    packaged = Path(urlparse(logged.artifact_location).path)
+    assert (packaged / "code/resnet_mlops/serving/inputs.py").is_file()  # the serving code travels with it
+    assert again["reason"].startswith("test accuracy") and "champion v1" in again["reason"]
 
 
-def test_dvc_exp_run_temp_logs_to_the_repository_store_and_says_how_to_rebuild_it(project_repo):
-    repo = project_repo
-    first = run(["git", "rev-parse", "HEAD"], repo).stdout.strip()
-    repro(repo)
+def test_dvc_exp_run_temp_logs_to_the_repository_store_and_says_how_to_rebuild_it(reproduced_repo):
+    repo = reproduced_repo
+    first = run(["git", "rev-parse", "HEAD"], repo).stdout.strip()  # the commit the first run was made at
     run(["git", "add", "-A"], repo)
     run(["git", "commit", "--quiet", "-m", "baseline"], repo)
     baseline = run(["git", "rev-parse", "HEAD"], repo).stdout.strip()
-    run(["dvc", "exp", "run", "--temp", "-S", "train.epochs=1"], repo)
+    with stores_appearing(repo) as elsewhere:  # DVC deletes the temp copy afterwards: watch while it runs
+        run(["dvc", "exp", "run", "--temp", "-S", "train.epochs=1"], repo)
+    assert elsewhere == set()
     client = MlflowClient(tracking_uri=f"sqlite:///{repo.resolve()}/mlflow.db")
     experiment = client.get_experiment_by_name("tests").experiment_id
     runs = client.search_runs([experiment], order_by=["attributes.start_time"])
     assert len(runs) == 2
     assert [r.data.params["train.epochs"] for r in runs] == ["2", "1"]
-    for nowhere in ("mlflow.db", "mlruns", "mlartifacts"):  # nothing landed inside the temp copy
-        assert not list((repo / ".dvc" / "tmp").rglob(nowhere)), nowhere
     assert not (repo / "mlruns").exists()
     assert all(r.info.artifact_uri.startswith((repo / "mlartifacts").resolve().as_uri()) for r in runs)
 
     tags = runs[1].data.tags
     exp_names = run(["dvc", "exp", "ls", "--name-only"], repo).stdout.split()
     assert tags["dvc.experiment"] in exp_names
+    (registered,) = client.search_model_versions(f"run_id = '{runs[1].info.run_id}'")  # register, too, used it
+    assert registered.name == "tiny-digits" and str(registered.version) == "2"
     assert tags["reproduce"] == f"git checkout {baseline} && dvc checkout && dvc exp run -S train.epochs=1"
     assert runs[0].data.tags["reproduce"] == f"git checkout {first} && dvc checkout && dvc repro"
 
@@ -142,8 +190,6 @@ def test_dvc_exp_run_temp_logs_to_the_repository_store_and_says_how_to_rebuild_i
 def test_dvc_repro_on_a_dvc_tracked_image_archive(project_repo, tiny_params):
     """data.source: folder on an archive under data/raw (tracked with `dvc add`), streamed from shards."""
     import tarfile
-
-    from test_folder_source import good_tree, image_bytes
 
     repo = project_repo
     images = good_tree(repo.parent / "images", per_class=12)

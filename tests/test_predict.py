@@ -14,12 +14,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import run
 from resnet_mlops.cli import main
-from resnet_mlops.data import images
-from served_model import (CIFAR_CLASSES, cifar_jpegs, cifar_labels, frame_records, huge_png, mlflow_noise,
-                          register_model, same_predictions)
-from test_folder_source import image_bytes
+from resnet_mlops.dataset import images
+from support.image_files import huge_png, image_bytes
+from support.project_repo import run
+from support.served_model import (CIFAR_CLASSES, cifar_jpegs, cifar_labels, frame_records, mlflow_noise, register_model,
+                                  same_predictions)
+from support.tracking_uri import tracking_store
 
 MODEL = "models:/tiny-cifar@champion"
 
@@ -40,15 +41,11 @@ def champion(tmp_path_factory):
     (folder / "broken.jpg").write_bytes(b"\xff\xd8 not really a JPEG")
     (folder / "notes.txt").write_text("not an image: skipped")
 
-    previous = mlflow.get_tracking_uri()
-    mlflow.set_tracking_uri(uri)
-    try:
+    with tracking_store(uri):
         local = mlflow.pyfunc.load_model(MODEL)
         good = sorted(p for p in folder.rglob("*") if p.suffix in (".jpg", ".png") and p.name != "broken.jpg")
         batch = np.stack([images.decode(p.read_bytes(), 32, 3).pixels for p in good])
         answers = frame_records(local.predict(batch, params={"top_k": 3}))
-    finally:
-        mlflow.set_tracking_uri(previous)
     expected = {p.relative_to(folder).as_posix(): answer for p, answer in zip(good, answers)}
     return uri, folder, expected
 
@@ -140,10 +137,10 @@ def test_logging_the_model_and_predicting_print_none_of_mlflows_noise(tmp_path):
     store = tmp_path / "store"
     logging_it = (f"import sys; sys.path.insert(0, {str(Path(__file__).parent)!r})\n"
                   "from pathlib import Path\n"
-                  "from served_model import CIFAR_CLASSES, register_model\n"
+                  "from support.served_model import CIFAR_CLASSES, register_model\n"
                   f"register_model(Path({str(store)!r}), 'quiet', (32, 32, 3), CIFAR_CLASSES)\n"
                   "print('logged')\n")
-    logged = run([sys.executable, "-c", logging_it], tmp_path, env=env)  # serving.log_classifier, as `train` calls it
+    logged = run([sys.executable, "-c", logging_it], tmp_path, env=env)  # pyfunc.log_classifier, as `register` calls it
     assert "logged" in logged.stdout
     assert mlflow_noise(logged.stdout + logged.stderr) == []
 

@@ -15,7 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import NOISE, PROJECT, run, unactivated_path
+from support.console import NOISE, unactivated_path
+from support.project_repo import PROJECT, run
 
 BLOCK = re.compile(r"(?:<!-- README test: not run: (?P<why>.+?) -->\n)?```sh\n(?P<body>.*?)```", re.S)
 

@@ -15,9 +15,10 @@ import zipfile
 import numpy as np
 import pytest
 
-from resnet_mlops.models import build_model, residual_blocks
+from resnet_mlops.models import build_model
 from resnet_mlops.models import layers as ours
 from resnet_mlops.models.saving import load_model, portable_model, save_model
+from support.residual_blocks import residual_blocks
 
 # Keras 3.15's saving calls np.array(variable) in a way NumPy 2.4 deprecates, once per weight.
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation doesn't accept a copy keyword")
@@ -44,13 +45,13 @@ def _log_like_the_train_stage(keras_file, sample):
     """Log ``keras_file`` as ``keras_model``, as ``trainer._log_outputs`` does; return the run id."""
     import mlflow
 
-    from resnet_mlops import serving
+    from resnet_mlops import tracking
 
     classifier = load_model(keras_file)
     with mlflow.start_run() as run:
         signature = mlflow.models.infer_signature(sample, classifier.predict(sample, verbose=0))
         mlflow.keras.log_model(classifier, name="keras_model", signature=signature,
-                               pip_requirements=serving.requirements())
+                               pip_requirements=tracking.requirements())
     return run.info.run_id
 
 

@@ -19,10 +19,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import run
-from resnet_mlops.data import images
-from served_model import (CIFAR_CLASSES, cifar_jpegs, cifar_labels, frame_records, free_port, huge_png, mlflow_noise,
-                          post, register_model, same_predictions, serving_process)
+from resnet_mlops.dataset import images
+from support.image_files import huge_png
+from support.project_repo import run
+from support.served_model import (CIFAR_CLASSES, cifar_jpegs, cifar_labels, frame_records, free_port, mlflow_noise,
+                                  post, register_model, same_predictions, serving_process)
+from support.tracking_uri import tracking_store
 
 pytestmark = pytest.mark.slow
 
@@ -45,12 +47,8 @@ def cifar(tmp_path_factory):
     files = cifar_jpegs(per_class=4)
     store = tmp_path_factory.mktemp("served")
     uri = register_model(store, "tiny-cifar", (32, 32, 3), CIFAR_CLASSES, train_on=(policy(files), cifar_labels(files)))
-    previous = mlflow.get_tracking_uri()
-    mlflow.set_tracking_uri(uri)
-    try:
+    with tracking_store(uri):
         local = mlflow.pyfunc.load_model("models:/tiny-cifar@champion")
-    finally:
-        mlflow.set_tracking_uri(previous)
     args = ["--model", "models:/tiny-cifar@champion", "--max-batch", str(MAX_BATCH), "--max-request-mb", "1"]
     with tempfile.TemporaryFile() as log, serving_process(args, store, {"MLFLOW_TRACKING_URI": uri}, free_port(),
                                                           log=log) as base:
@@ -193,12 +191,11 @@ def test_the_server_log_has_our_lines_and_none_of_mlflows_noise(cifar):
 
 
 @pytest.fixture
-def served_digits(project_repo):
+def served_digits(reproduced_repo):
     """The pipeline's own champion (digits), served the way the README says: `resnet-mlops serve`."""
-    run(["dvc", "repro"], project_repo)
-    uri = f"sqlite:///{project_repo.resolve()}/mlflow.db"
-    with serving_process([], project_repo, {"MLFLOW_TRACKING_URI": uri}, free_port()) as base:
-        yield base + "/invocations", uri, project_repo
+    uri = f"sqlite:///{reproduced_repo.resolve()}/mlflow.db"
+    with serving_process([], reproduced_repo, {"MLFLOW_TRACKING_URI": uri}, free_port()) as base:
+        yield base + "/invocations", uri, reproduced_repo
 
 
 def test_pipeline_champion_serves_digits_arrays_like_in_process(served_digits):
@@ -207,8 +204,9 @@ def test_pipeline_champion_serves_digits_arrays_like_in_process(served_digits):
     status, body = ask(url, {"inputs": images_.tolist(), "params": {"top_k": 10}})
     assert status == 200, body
 
-    mlflow.set_tracking_uri(uri)
-    local = frame_records(mlflow.pyfunc.load_model("models:/tiny-digits@champion").predict(images_, params={"top_k": 10}))
+    with tracking_store(uri):
+        champion = mlflow.pyfunc.load_model("models:/tiny-digits@champion")
+    local = frame_records(champion.predict(images_, params={"top_k": 10}))
     assert same_predictions(body["predictions"], local)
     status, _ = post(url, b"{not json")
     assert status == 400

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
 
-from conftest import TINY_PARAMS, copy_project, run
+from support.project_repo import TINY_PARAMS, copy_project, run
 
 pytestmark = pytest.mark.slow
 
@@ -54,7 +54,7 @@ def test_train_stage_runs_on_jax_without_tensorflow(tmp_path, monkeypatch):
     assert tracked.data.tags["keras.backend"] == "jax" and tracked.info.status == "FINISHED"
     assert len(client.get_metric_history(tracked.info.run_id, "val_accuracy")) == 2
 
-    from resnet_mlops.data.prepared import read_split
+    from resnet_mlops.dataset.prepared import read_split
     from resnet_mlops.models.saving import load_model
 
     test = read_split(folder / "data/prepared", "test")  # the JAX-trained file serves under TensorFlow

@@ -1,4 +1,4 @@
-"""Recipes: presets and their overrides, learning-rate schedules, augmentation, mixup, batches."""
+"""Recipes: presets and their overrides, learning-rate schedules, augmentation, mixup."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 
 from resnet_mlops.config import load_params
 from resnet_mlops.errors import ConfigError
-from conftest import write_params
+from support.project_repo import write_params
 
 
 def recipe(tmp_path, tiny_params, **train):
@@ -126,7 +126,7 @@ def test_augmentation_keeps_shapes_and_dtype_changes_pixels_and_is_identity_when
 
 def test_mixup_blends_images_and_labels_alike():
     from resnet_mlops.training.augment import mixup
-    from resnet_mlops.training.batches import one_hot
+    from resnet_mlops.training.inputs import one_hot
 
     images = np.stack([np.full((4, 4, 1), v, np.uint8) for v in (0, 100, 200)])
     labels = one_hot(np.array([0, 1, 2]), 3)
@@ -135,26 +135,6 @@ def test_mixup_blends_images_and_labels_alike():
     assert 0 < weight < 1 and soft.sum(axis=1) == pytest.approx([1, 1, 1])
     assert mixed[0, 0, 0, 0] == pytest.approx(weight * 0 + (1 - weight) * 200)
     assert soft[0, 2] == pytest.approx(1 - weight)
-
-
-def test_batches_depend_only_on_seed_and_epoch_and_resume_mid_stream():
-    from itertools import islice
-
-    from resnet_mlops.data.prepared import Split
-    from resnet_mlops.training.batches import endless_batches, epoch_batches
-
-    split = Split(images=np.arange(100, dtype=np.uint8).reshape(100, 1, 1, 1), labels=np.arange(100) % 10)
-
-    def epoch(seed, number):
-        return np.concatenate([images.ravel() for images, _ in epoch_batches(split, 10, 32, seed, number)])
-
-    assert len(list(epoch_batches(split, 10, 32, 0, 0))) == 4
-    assert sorted(epoch(1, 0)) == list(range(100))  # every example once
-    assert np.array_equal(epoch(1, 3), epoch(1, 3))
-    assert not np.array_equal(epoch(1, 3), epoch(1, 4)) and not np.array_equal(epoch(1, 3), epoch(2, 3))
-    from_start = [images for images, _ in islice(endless_batches(split, 10, 32, 1, 0, 0.2), 12)]
-    resumed = [images for images, _ in islice(endless_batches(split, 10, 32, 1, 2, 0.2), 4)]
-    assert all(np.array_equal(a, b) for a, b in zip(from_start[8:], resumed))
 
 
 def test_precision_defaults_follow_the_device():

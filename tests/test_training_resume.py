@@ -19,7 +19,8 @@ import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
 
-from conftest import copy_project, run
+from support.project_repo import TINY_PARAMS, copy_project, run
+from support.tracking_uri import tracking_store
 
 pytestmark = pytest.mark.slow
 
@@ -29,8 +30,6 @@ EPOCHS = 5
 @pytest.fixture(scope="module")
 def prepared_project(tmp_path_factory) -> Path:
     """A prepared project with a recipe using every random part (augmentation, mixup, schedule)."""
-    from conftest import TINY_PARAMS
-
     params = {**TINY_PARAMS,
               "data": {**TINY_PARAMS["data"], "image_size": 16},
               "train": {"epochs": EPOCHS, "batch_size": 32, "optimizer": "sgd", "learning_rate": 0.05,
@@ -72,14 +71,20 @@ def test_killed_training_resumes_to_the_same_weights_in_the_same_run(prepared_pr
 
     process = subprocess.Popen(["resnet-mlops", "train"], cwd=killed, stdout=subprocess.DEVNULL,
                                stderr=subprocess.DEVNULL)
-    second_epoch = killed / "models/checkpoints/epoch-0002"
-    deadline = time.monotonic() + 300
-    while not second_epoch.exists():
-        assert process.poll() is None and time.monotonic() < deadline, "training ended before epoch 2"
-        time.sleep(0.01)
-    time.sleep(0.3)  # into the third epoch
-    process.send_signal(signal.SIGKILL)
-    assert process.wait() == -signal.SIGKILL
+    try:
+        second_epoch = killed / "models/checkpoints/epoch-0002"
+        deadline = time.monotonic() + 300
+        while not second_epoch.exists():
+            assert process.poll() is None, f"training ended (exit {process.returncode}) before epoch 2"
+            assert time.monotonic() < deadline, "no epoch-2 checkpoint after 300 s"
+            time.sleep(0.01)
+        time.sleep(0.3)  # into the third epoch
+        process.send_signal(signal.SIGKILL)
+        assert process.wait(timeout=60) == -signal.SIGKILL
+    finally:  # never leave the training behind when the test fails
+        if process.poll() is None:
+            process.kill()
+            process.wait()
     assert not (killed / "models/model.keras").exists()
     kept = sorted(p.name for p in (killed / "models/checkpoints").iterdir() if not p.name.startswith("."))
     assert 1 <= len(kept) <= 2 and kept[-1] in ("epoch-0002", "epoch-0003")  # never more than two
@@ -127,9 +132,7 @@ def test_the_run_records_params_metrics_lineage_system_metrics_and_model(prepare
     artifacts = {a.path for a in client.list_artifacts(tracked.info.run_id, "reports")}
     assert {"reports/history.csv", "reports/curves.png"} <= artifacts
     import mlflow
-    from mlflow.tracking._tracking_service.utils import _use_tracking_uri
 
-    with _use_tracking_uri(f"sqlite:///{folder.resolve()}/mlflow.db"):  # this test's store, then back
-        for name in ("model", "keras_model"):
-            assert mlflow.models.get_model_info(f"runs:/{tracked.info.run_id}/{name}").signature is not None
+    with tracking_store(f"sqlite:///{folder.resolve()}/mlflow.db"):  # (the served pyfunc is register's to log)
+        assert mlflow.models.get_model_info(f"runs:/{tracked.info.run_id}/keras_model").signature is not None
     assert os.path.exists(folder / "models/run.json")

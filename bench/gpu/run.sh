@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The GPU benchmark kit: bare Keras-on-JAX ResNet-20 against our train stage (bench/gpu_train_bench.py).
+# The GPU benchmark kit: bare Keras-on-JAX ResNet-20 against our train stage (bench/gpu_train_bench.py,
+# its parts in bench/gpu/*.py, the project helpers it uses in bench/support/).
 #
 # On the GPU machine, from the repository root, in one call:
 #     bash bench/gpu/run.sh [--stretch-seconds 200]         (device run: carry .whl and .gpudata)

@@ -13,36 +13,7 @@ import sys
 
 from resnet_mlops import console
 from resnet_mlops.errors import EXIT_USER_ERROR, UserError
-
-
-def _stage_prepare(params, layout):
-    from resnet_mlops.data.prepare import prepare
-
-    summary = prepare(params.data, params.seed, layout.prepared, layout.validation_report)
-    return {"splits": {k: v["count"] for k, v in summary["splits"].items()},
-            "image_shape": summary["image_shape"], "content_hash": summary["content_hash"]}
-
-
-def _stage_train(params, layout):
-    from resnet_mlops.training.trainer import train
-
-    return train(params, layout)
-
-
-def _stage_evaluate(params, layout):
-    from resnet_mlops.evaluation.evaluate import evaluate
-
-    return evaluate(layout)
-
-
-def _stage_register(params, layout):
-    from resnet_mlops.registry import register
-
-    return register(params.register, layout)
-
-
-STAGES = {"prepare": _stage_prepare, "train": _stage_train,
-          "evaluate": _stage_evaluate, "register": _stage_register}
+from resnet_mlops.stages import STAGES, stage
 
 
 def _run_stage(args) -> int:
@@ -51,16 +22,16 @@ def _run_stage(args) -> int:
 
     params = load_params(args.params)
     if args.command != "prepare":
-        console.import_quietly("keras")
+        console.import_quietly("keras")  # every later stage runs the model
     elif params.data.stream:
-        console.import_quietly("tensorflow")  # the TFRecord writer
-    result = STAGES[args.command](params, Layout())
-    print(f"{args.command}: {json.dumps(result, sort_keys=True)}")
+        console.import_quietly("tensorflow")  # the TFRecord writer imports it on first use
+    summary = stage(args.command).run(params, Layout())
+    print(f"{args.command}: {json.dumps(summary, sort_keys=True)}")
     return 0
 
 
 def _run_pipeline(args) -> int:
-    from resnet_mlops.runner import run_pipeline
+    from resnet_mlops.run import run_pipeline
 
     return run_pipeline()
 
@@ -80,19 +51,25 @@ def _list_models(args) -> int:
     return 0
 
 
+def _champion(params_file: str) -> str:
+    from resnet_mlops.config import load_params
+    from resnet_mlops.project import champion_uri
+
+    return champion_uri(load_params(params_file).register.model_name)
+
+
 def _serve(args) -> int:
-    from resnet_mlops.serve import champion_uri, choose_limits, serve
+    from resnet_mlops.serving.server import choose_limits, serve
 
     limits = choose_limits(max_batch=args.max_batch, max_request_mb=args.max_request_mb)
-    serve(args.model or champion_uri(args.params), args.host, args.port, args.workers, args.timeout, limits)
+    serve(args.model or _champion(args.params), args.host, args.port, args.workers, args.timeout, limits)
     return 1  # serve() replaces this process; reaching here means it could not
 
 
 def _predict(args) -> int:
-    from resnet_mlops.predict import predict_files
-    from resnet_mlops.serve import champion_uri
+    from resnet_mlops.serving.predict import predict_files
 
-    model = args.model or champion_uri(args.params)
+    model = args.model or _champion(args.params)
     console.import_quietly("keras")
     print(predict_files(args.paths, model, args.output, args.format, args.top_k, args.batch_size), file=sys.stderr)
     return 0

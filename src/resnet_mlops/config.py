@@ -18,7 +18,7 @@ import yaml
 
 from resnet_mlops import models
 from resnet_mlops.errors import ConfigError
-from resnet_mlops.training import presets
+from resnet_mlops import presets
 
 DATA_SOURCES = ("digits", "cifar10", "folder")
 # (image_size, channels) each source has when data.image_size / data.channels are null.
@@ -27,6 +27,24 @@ ON_ERROR = ("quarantine", "fail")
 # The canonical CIFAR-10 python-version tarball (Krizhevsky, 2009) and its published MD5.
 CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
 CIFAR10_MD5 = "c58f30108f718f92721af3b95e74349a"
+# The data keys params.yaml may leave out, and their values then: the one place they are written
+# (README's params.yaml table states them too; tests/test_params_docs.py holds the two together).
+# `source`, `val_fraction` and `test_fraction` are required. The train keys' defaults are
+# presets.DEFAULTS.
+DATA_DEFAULTS = {
+    "path": None,
+    "test_path": None,
+    "image_size": None,         # null: the source's own (NATIVE_SHAPE)
+    "channels": None,
+    "on_error": "quarantine",
+    "min_size": 8,              # pixels a side at least
+    "max_pixels": 89_478_485,   # Pillow's decompression-bomb limit, PIL.Image.MAX_IMAGE_PIXELS
+    "max_imbalance": 10.0,      # largest class / smallest class above this is flagged
+    "stream": False,
+    "workers": None,            # null: one decoding process per core
+    "url": CIFAR10_URL,
+    "md5": CIFAR10_MD5,
+}
 OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULES = ("constant", "step", "cosine", "onecycle")
 _REQUIRED = object()
@@ -67,7 +85,10 @@ class AugmentSettings:
 
 @dataclass(frozen=True)
 class TrainSettings:
-    """The resolved recipe: defaults, then `train.preset`, then the keys params.yaml sets."""
+    """The resolved recipe: defaults, then `train.preset`, then the keys params.yaml sets.
+
+    One field per key of presets.DEFAULTS (plus `preset`), which holds every default: this
+    module only checks types and ranges (tests/test_params_docs.py keeps the two in step)."""
 
     preset: str | None
     epochs: int
@@ -213,32 +234,32 @@ def _fraction(v: float) -> bool:
     return 0 < v < 1
 
 
-def _data(s: _Section) -> DataSettings:
+def _data(given: _Section) -> DataSettings:
+    s = _Section(given.path, given.prefix, {**DATA_DEFAULTS, **given.mapping})
     source = s.get("source", str, check=lambda v: v in DATA_SOURCES, expect=f"one of {', '.join(DATA_SOURCES)}")
     native_size, native_channels = NATIVE_SHAPE[source]
-    path = s.get("path", (str, type(None)), default=None)
+    path = s.get("path", (str, type(None)))
     if source == "folder" and path is None:
         raise s.error("path", "the folder source needs a folder or archive of class folders, got None")
     settings = DataSettings(
         source=source,
         path=path,
-        test_path=s.get("test_path", (str, type(None)), default=None),
-        image_size=s.get("image_size", (int, type(None)), default=None, check=lambda v: v is None or v >= 1,
+        test_path=s.get("test_path", (str, type(None))),
+        image_size=s.get("image_size", (int, type(None)), check=lambda v: v is None or v >= 1,
                          expect="an integer >= 1") or native_size,
-        channels=s.get("channels", (int, type(None)), default=None, check=lambda v: v in (None, 1, 3),
+        channels=s.get("channels", (int, type(None)), check=lambda v: v in (None, 1, 3),
                        expect="1 or 3") or native_channels,
         val_fraction=s.get("val_fraction", float, check=_fraction, expect="a number between 0 and 1"),
         test_fraction=s.get("test_fraction", float, check=_fraction, expect="a number between 0 and 1"),
-        on_error=s.get("on_error", str, default="quarantine", check=lambda v: v in ON_ERROR,
-                       expect=f"one of {', '.join(ON_ERROR)}"),
-        min_size=s.get("min_size", int, default=8, check=lambda v: v >= 1, expect="an integer >= 1"),
-        max_pixels=s.get("max_pixels", int, default=89_478_485, check=lambda v: v >= 1, expect="an integer >= 1"),
-        max_imbalance=s.get("max_imbalance", float, default=10.0, check=lambda v: v >= 1, expect="a number >= 1"),
-        stream=s.get("stream", bool, default=False),
-        workers=s.get("workers", (int, type(None)), default=None, check=lambda v: v is None or v >= 1,
+        on_error=s.get("on_error", str, **_one_of(ON_ERROR)),
+        min_size=s.get("min_size", int, **_at_least(1, "an integer")),
+        max_pixels=s.get("max_pixels", int, **_at_least(1, "an integer")),
+        max_imbalance=s.get("max_imbalance", float, **_at_least(1)),
+        stream=s.get("stream", bool),
+        workers=s.get("workers", (int, type(None)), check=lambda v: v is None or v >= 1,
                       expect="an integer >= 1 or null"),
-        url=s.get("url", str, default=CIFAR10_URL),
-        md5=s.get("md5", str, default=CIFAR10_MD5),
+        url=s.get("url", str),
+        md5=s.get("md5", str),
     )
     if settings.val_fraction + settings.test_fraction >= 1:
         raise s.error("test_fraction", f"val_fraction + test_fraction must be below 1, got "

@@ -14,6 +14,8 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+# The registry alias of the version `serve` and `predict` use by default, and `register` moves.
+CHAMPION = "champion"
 # DVC runs queued and temporary experiments in copies under this folder.
 _DVC_EXPERIMENT_COPIES = (".dvc", "tmp", "exps")
 
@@ -111,6 +113,11 @@ def path_with_this_environment(path: str | None = None) -> str:
     """
     bin_dir = str(Path(sys.executable).parent)
     return os.pathsep.join([bin_dir, *(path if path is not None else os.environ.get("PATH", "")).split(os.pathsep)])
+
+
+def champion_uri(model_name: str) -> str:
+    """The registry URI of the model's current champion."""
+    return f"models:/{model_name}@{CHAMPION}"
 
 
 def user_cache() -> Path:

@@ -1,10 +1,18 @@
-"""The `register` stage: add the run's model to the MLflow registry and decide on `@champion`.
+"""The `register` stage: log the servable model, add it to the MLflow registry, decide on `@champion`.
 
-The new version takes `@champion` when there is none, or when its test accuracy
-beats the champion's on the same test set. "Same test set" is checked by the
+The served pyfunc (`serving/`) is logged here, into the execution's run, rather
+than by `train`: registering is what it is for, and a change in the serving code
+then re-registers the trained model without training it again.
+
+The new version takes `@champion` when there is none, when it repackages the
+champion's own training run (the same weights with the current serving code), or
+when its test accuracy beats the champion's on the same test set. "Same test set" is checked by the
 test split's content hash: when the champion was scored on another test set, it
 is re-scored on this one before the comparison, so two versions are never
 ranked on different data. The decision and its reason are tags on the version.
+
+MLflow is imported inside the functions that use it: `make run` reads `summary`
+after every run, and that should cost milliseconds.
 """
 
 from __future__ import annotations
@@ -12,29 +20,26 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
-import mlflow
-from mlflow.exceptions import MlflowException
-from mlflow.tracking import MlflowClient
-
-from resnet_mlops import atomic, tracking
-from resnet_mlops.config import RegisterSettings
-from resnet_mlops.data.prepared import read_split, read_summary
+from resnet_mlops import atomic
+from resnet_mlops.config import Params
+from resnet_mlops.dataset.prepared import read_split, read_summary
 from resnet_mlops.errors import UserError
 from resnet_mlops.evaluation.metrics import classification_metrics
-from resnet_mlops.project import Layout
-
-CHAMPION = "champion"
+from resnet_mlops.project import CHAMPION, Layout, champion_uri
 
 
 @dataclass(frozen=True)
 class Decision:
     promote: bool
     reason: str
-    champion_version: str | None = None
+    champion_version: int | None = None  # as MLflow numbers versions
     champion_accuracy: float | None = None
 
 
-def current_champion(client: MlflowClient, name: str):
+def current_champion(client, name: str):
+    """The version `client`'s registry has under @champion for model `name`, or None."""
+    from mlflow.exceptions import MlflowException
+
     try:
         return client.get_model_version_by_alias(name, CHAMPION)
     except MlflowException:
@@ -46,39 +51,56 @@ def champion_accuracy(champion, layout: Layout, test_hash: str) -> tuple[float, 
     tags = champion.tags
     if tags.get("test_set_hash") == test_hash and "test_accuracy" in tags:
         return float(tags["test_accuracy"]), "recorded on the same test set"
+    import mlflow
+
     test = read_split(layout.prepared, "test")
     served = mlflow.pyfunc.load_model(f"models:/{champion.name}/{champion.version}")
     probabilities = served.unwrap_python_model().probabilities(test.images)
     return classification_metrics(probabilities, test.labels)["test_accuracy"], "re-scored on this test set"
 
 
-def decide(accuracy: float, champion, layout: Layout, test_hash: str) -> Decision:
+def decide(accuracy: float, run_id: str, champion, layout: Layout, test_hash: str) -> Decision:
+    """Whether the version of run `run_id`, of this test accuracy on the test set `test_hash`,
+    takes `@champion` from `champion` (a registered version, or None), and why."""
     if champion is None:
         return Decision(True, "no champion yet")
+    if champion.run_id == run_id:
+        return Decision(True, f"the same training run as champion v{champion.version}, packaged with the "
+                              f"current serving code", int(champion.version), accuracy)
     best, source = champion_accuracy(champion, layout, test_hash)
     versus = f"champion v{champion.version}'s {best:.4f} ({source})"
     if accuracy > best:
-        return Decision(True, f"test accuracy {accuracy:.4f} beats {versus}", champion.version, best)
-    return Decision(False, f"test accuracy {accuracy:.4f} does not beat {versus}", champion.version, best)
+        return Decision(True, f"test accuracy {accuracy:.4f} beats {versus}", int(champion.version), best)
+    return Decision(False, f"test accuracy {accuracy:.4f} does not beat {versus}", int(champion.version), best)
 
 
-def register(settings: RegisterSettings, layout: Layout) -> dict:
-    """Register this execution's model; return what was registered and the champion decision."""
+def run(params: Params, layout: Layout) -> dict:
+    """Log and register this execution's model, decide on `@champion`; return `summary(layout)`."""
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    from resnet_mlops import tracking
+    from resnet_mlops.serving.pyfunc import log_classifier
+
+    settings = params.register
     run_info = tracking.read_run_file(layout.run_file)
     try:
         metrics = json.loads(layout.metrics.read_text())
     except OSError:
         raise UserError(f"{layout.metrics} is missing; run the evaluate stage first") from None
-    test_hash = read_summary(layout.prepared)["splits"]["test"]["sha256"]
+    data = read_summary(layout.prepared)
+    test_hash = data["splits"]["test"]["sha256"]
     accuracy = metrics["test_accuracy"]
 
-    with tracking.reopen_run(layout.run_file) as run:
+    with tracking.reopen_run(layout.run_file) as active:
         client = MlflowClient()
-        decision = decide(accuracy, current_champion(client, settings.model_name), layout, test_hash)
-        version = mlflow.register_model(run_info["model_uri"], settings.model_name)
+        champion = current_champion(client, settings.model_name)
+        decision = decide(accuracy, run_info["run_id"], champion, layout, test_hash)
+        served = log_classifier(layout.model_file, data["class_names"])
+        version = mlflow.register_model(served.model_uri, settings.model_name)
         tags = {"test_accuracy": repr(accuracy), "test_set_hash": test_hash,
                 "champion_decision": "promoted" if decision.promote else "not promoted",
-                "champion_reason": decision.reason, **_lineage(run.data.tags)}
+                "champion_reason": decision.reason, **_lineage(active.data.tags, tracking.FLOW_RUN_TAG)}
         for key, value in tags.items():
             client.set_model_version_tag(settings.model_name, version.version, key, value)
         if decision.promote:
@@ -92,12 +114,18 @@ def register(settings: RegisterSettings, layout: Layout) -> dict:
               "champion": decision.promote, "reason": decision.reason,
               "previous_champion_version": decision.champion_version,
               "previous_champion_accuracy": decision.champion_accuracy,
-              "model_uri": f"models:/{settings.model_name}@{CHAMPION}"}
+              "model_uri": champion_uri(settings.model_name)}
     atomic.write_json(layout.registration, result)
-    return result
+    return summary(layout)
 
 
-def _lineage(run_tags: dict[str, str]) -> dict[str, str]:
-    keys = ("git.commit", "git.dirty", "data.dvc_hash", "data.content_hash", "reproduce",
-            tracking.FLOW_RUN_TAG)
+def _lineage(run_tags: dict[str, str], *more: str) -> dict[str, str]:
+    """The run's lineage tags that the version carries too (`more`: further tag names)."""
+    keys = ("git.commit", "git.dirty", "data.dvc_hash", "data.content_hash", "reproduce", *more)
     return {key: run_tags[key] for key in keys if key in run_tags}
+
+
+def summary(layout: Layout) -> dict:
+    """What was registered and the champion decision, from reports/registration.json."""
+    return json.loads(layout.registration.read_text())
+

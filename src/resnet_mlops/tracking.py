@@ -163,11 +163,10 @@ def log_lineage(prepared_dir: str, data_summary: dict) -> None:
 
 @contextmanager
 def new_run(experiment: str, run_file: Path, run_name: str | None = None, resume_run_id: str | None = None,
-            log_system_metrics: bool = False) -> Iterator[tuple]:
-    """Open the execution's run (or continue `resume_run_id`, a killed attempt's); yield it with
-    a dict the body may add to.
+            log_system_metrics: bool = False) -> Iterator[mlflow.ActiveRun]:
+    """Open the execution's run (or continue `resume_run_id`, a killed attempt's) and yield it.
 
-    run_file (the run id, plus what the body added) is written only once the body succeeded.
+    run_file (the run's id, experiment and store) is written only once the body succeeded.
     """
     configure()
     if resume_run_id and not _run_exists(resume_run_id):
@@ -177,7 +176,7 @@ def new_run(experiment: str, run_file: Path, run_name: str | None = None, resume
     with mlflow.start_run(**start, log_system_metrics=log_system_metrics) as run:
         record = {"run_id": run.info.run_id, "experiment_id": run.info.experiment_id,
                   "tracking_uri": mlflow.get_tracking_uri()}
-        yield run, record
+        yield run
         atomic.write_json(run_file, record)
 
 
@@ -187,6 +186,19 @@ def _run_exists(run_id: str) -> bool:
     except mlflow.exceptions.MlflowException:
         return False
     return True
+
+
+def requirements() -> list[str]:
+    """Pins of what the logged models need, read from this environment."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    pins = []
+    for name in ("keras", "tensorflow-cpu", "tensorflow", "mlflow", "numpy", "pandas", "pillow", "simplejpeg"):
+        try:
+            pins.append(f"{name}=={version(name)}")
+        except PackageNotFoundError:
+            continue
+    return pins
 
 
 def read_run_file(run_file: Path) -> dict:

@@ -1,1 +1,2 @@
-"""Data preparation: sources, the split, and the prepared dataset on disk."""
+"""The prepare stage: the sources, validation and the split (`prepare.py`). What it writes is
+the prepared-dataset contract, in `resnet_mlops.dataset`."""

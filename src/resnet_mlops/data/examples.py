@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from PIL import Image
 
-from resnet_mlops.data.images import to_pixels
+from resnet_mlops.dataset.images import to_pixels
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,7 @@ from typing import Iterator, NamedTuple
 import numpy as np
 
 from resnet_mlops.config import DataSettings
-from resnet_mlops.data import archive, images
+from resnet_mlops.dataset import archive, images
 from resnet_mlops.data.examples import Examples, Problem
 
 PREDEFINED_SPLITS = ("train", "val", "test")

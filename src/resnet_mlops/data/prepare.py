@@ -10,14 +10,28 @@ import numpy as np
 import pandas as pd
 
 from resnet_mlops import atomic
-from resnet_mlops.config import DataSettings
+from resnet_mlops.config import DataSettings, Params
 from resnet_mlops.data.examples import Examples
-from resnet_mlops.data.prepared import Split, write_arrays
-from resnet_mlops.data.tfrecords import write_tfrecords
+from resnet_mlops.dataset.prepared import Split, read_summary, write_arrays
+from resnet_mlops.dataset.tfrecords import write_tfrecords
 from resnet_mlops.data.sources import load_source
 from resnet_mlops.data.split import SPLITS, assign
 from resnet_mlops.data.validate import summary_lines, validate
 from resnet_mlops.errors import UserError
+from resnet_mlops.project import Layout
+
+
+def run(params: Params, layout: Layout) -> dict:
+    """Prepare `data.*` into data/prepared/ and reports/data_validation.json; return `summary(layout)`."""
+    prepare(params.data, params.seed, layout.prepared, layout.validation_report)
+    return summary(layout)
+
+
+def summary(layout: Layout) -> dict:
+    """Images per split, their shape and the prepared splits' content hash, from data/prepared/."""
+    data = read_summary(layout.prepared)
+    return {"splits": {name: split["count"] for name, split in data["splits"].items()},
+            "image_shape": data["image_shape"], "content_hash": data["content_hash"]}
 
 
 def prepare(settings: DataSettings, seed: int, out_dir: str | Path, report_path: str | Path) -> dict:

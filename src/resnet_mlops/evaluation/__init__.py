@@ -1,1 +1,1 @@
-"""Evaluation: test-set metrics, the confusion matrix, plots."""
+"""The evaluate stage (`evaluate.py`): test-set metrics, the confusion matrix and its plot."""

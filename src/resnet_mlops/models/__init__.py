@@ -8,21 +8,18 @@ See ``docs/MODELS.md`` for the names, their options and their sizes.
 from __future__ import annotations
 
 from resnet_mlops.models.catalog import MODEL_NAMES, InvalidModelOption, validate
-from resnet_mlops.models.inspect import BlockInfo, residual_blocks
 from resnet_mlops.models.saving import load_model
 from resnet_mlops.models.summary import count_macs, describe, trainable_params
 from resnet_mlops.models.transfer import load_keras_applications_weights
 
 __all__ = [
     "MODEL_NAMES",
-    "BlockInfo",
     "InvalidModelOption",
     "build_model",
     "count_macs",
     "describe",
     "load_keras_applications_weights",
     "load_model",
-    "residual_blocks",
     "trainable_params",
     "validate",
 ]

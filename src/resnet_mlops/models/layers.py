@@ -149,9 +149,8 @@ def _subsample(x, stride):
     """``x[:, ::stride, ::stride, :]``, as a reshape and a plain slice when the size allows.
 
     Same values; the point is the gradient. On TensorFlow a strided slice's
-    gradient (StridedSliceGrad) is a slow scatter: forward and backward took
-    10 ms a step on ResNet-20's first shortcut at batch 128 on 2 CPU cores,
-    against 2 ms for this form, whose gradient is a Pad.
+    gradient (StridedSliceGrad) is a slow scatter; this form's gradient is a
+    Pad, much cheaper (figures: bench/RESULTS.md, issue 5).
     """
     _, height, width, channels = x.shape
     if stride == 1:
@@ -177,8 +176,8 @@ class BatchNormalization(keras.layers.BatchNormalization):
     and their gradients backward, each a pass over the activations. TensorFlow's
     ``FusedBatchNormV3`` (oneDNN on CPU, cuDNN on GPU) does it in one pass each
     way, and TensorFlow's graph optimizer then fuses it with a following ReLU.
-    On ResNet-20 at batch 128 on 2 CPU cores that made training ~1.3x faster
-    (bench/RESULTS.md, issue 5).
+    On a CPU those passes were a large share of a ResNet-20 training step: this
+    kernel bought most of issue 5's CPU speedup (figures: bench/RESULTS.md).
 
     The result is the same layer: same weights, same config, same outputs up to
     float rounding. A training step normalises with the biased batch variance,
@@ -190,7 +189,6 @@ class BatchNormalization(keras.layers.BatchNormalization):
     the tests and tools that look for "BatchNormalization" find it.
     """
 
-    fused = True  # class-wide switch; bench/cpu_throughput_bench.py turns it off to time stock Keras
     _MIN_FUSED_EPSILON = 1.001e-5  # tf.nn.fused_batch_norm raises smaller values to this (cuDNN's minimum)
 
     def call(self, inputs, training=None, mask=None):
@@ -213,8 +211,7 @@ class BatchNormalization(keras.layers.BatchNormalization):
 
     def _fusable(self, inputs, training, mask) -> bool:
         return (
-            type(self).fused
-            and keras.backend.backend() == "tensorflow"
+            keras.backend.backend() == "tensorflow"
             and training is True
             and self.trainable
             and mask is None

@@ -1,1 +1,3 @@
-"""Training: the trainer and its callbacks."""
+"""The train stage: the trainer (`trainer.py`), the model it fits (`model.py`), its input pipeline
+(`inputs.py`), and what a recipe is made of: schedules, augmentation, callbacks, checkpoints,
+devices."""

@@ -8,11 +8,12 @@ is being trained. A checkpoint whose fingerprint differs (other params, other
 data) is never resumed. Only the newest KEEP folders stay; a finished training
 removes them all.
 
-Saving copies the variables to host memory at the epoch's end (about 1 ms for a
-ResNet-20) and writes the folder on a background thread while the next epoch
-trains: on a GPU an epoch can take well under a second, and a synchronous Keras
-`save_weights` (about 65 ms) would cost more than a tenth of it. At most one
-write is in flight; the next save, `wait` and `clear` finish it first.
+Saving copies the variables to host memory at the epoch's end, which is quick,
+and writes the folder on a background thread while the next epoch trains: on a
+GPU an epoch can take well under a second, and a synchronous Keras
+`save_weights` would cost a sizeable share of it (figures: bench/RESULTS.md,
+per-epoch cost of checkpoints). At most one write is in flight; the next save,
+`wait` and `clear` finish it first.
 
 The order of batches needs no saving: it depends only on (seed, epoch).
 """

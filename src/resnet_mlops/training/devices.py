@@ -31,9 +31,6 @@ from resnet_mlops.config import TrainSettings
 @dataclass
 class DevicePlan:
     description: str                  # one line for the log and the MLflow `device` tag
-    accelerator: str                  # "cpu" | "gpu" | "tpu"
-    replicas: int
-    precision: str                    # Keras dtype policy name
     jit_compile: bool
     is_chief: bool = True             # the worker that logs to MLflow (always, outside multi-worker)
     workers: int = 1                  # processes in the TF_CONFIG cluster
@@ -81,7 +78,7 @@ def _tensorflow_devices() -> tuple[list[str], tuple[int, int] | None, Any, tuple
 def _keep_compiled_code(jax) -> None:
     """Keep XLA's compiled programs on disk, so a retrain of the same model skips compiling.
 
-    Compiling the train step takes about 15 s on a GPU, a third of a short run.
+    Compiling the train step is a large share of a short GPU run (bench/RESULTS.md).
     The cache is `JAX_COMPILATION_CACHE_DIR` when set, else resnet-mlops' user cache.
     """
     if not jax.config.jax_compilation_cache_dir:
@@ -143,6 +140,6 @@ def plan(settings: TrainSettings, seed: int) -> DevicePlan:
         how = "MirroredStrategy" if strategy is not None else "single device"
     description = (f"{backend}: {found}; {how}; {replicas} replica(s); {precision}; "
                    f"XLA {'on' if jit else 'off'}{'; deterministic' if settings.deterministic else ''}")
-    return DevicePlan(description, accelerator, replicas, precision, jit,
+    return DevicePlan(description, jit,
                       is_chief=cluster[2] if cluster else True, workers=cluster[0] if cluster else 1,
                       strategy=strategy)

@@ -13,15 +13,15 @@ import math
 import keras
 from keras import ops
 
-from resnet_mlops.config import TrainSettings
+from resnet_mlops.config import SCHEDULES, TrainSettings
 
 
 @keras.saving.register_keras_serializable(package="resnet_mlops")
 class RecipeSchedule(keras.optimizers.schedules.LearningRateSchedule):
     def __init__(self, kind: str, peak: float, total_steps: int, warmup_steps: int = 0,
                  step_at: tuple[float, ...] = (0.5, 0.75), step_factor: float = 0.1):
-        if kind not in ("constant", "step", "cosine", "onecycle"):
-            raise ValueError(f"Unknown schedule {kind!r}; expected constant, step, cosine or onecycle")
+        if kind not in SCHEDULES:
+            raise ValueError(f"Unknown schedule {kind!r}; expected one of {', '.join(SCHEDULES)}")
         self.kind, self.peak, self.total_steps = kind, float(peak), max(int(total_steps), 1)
         self.warmup_steps = min(int(warmup_steps), self.total_steps - 1)
         self.step_at, self.step_factor = tuple(step_at), float(step_factor)

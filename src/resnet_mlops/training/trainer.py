@@ -1,12 +1,15 @@
 """The `train` stage: fit the ResNet on data/prepared with the recipe of `train.*`, save and log it.
 
 Read top to bottom: devices, data, model, checkpoint to resume from, MLflow run,
-fit, outputs. Backend-neutral except where the data are TFRecord shards.
+fit, outputs. Backend-neutral except where the data are TFRecord shards. The run
+gets the Keras model; the served pyfunc is logged by `register`, which registers
+it, so a change in the serving code re-registers without retraining.
 """
 
 from __future__ import annotations
 
 import contextlib
+import csv
 import hashlib
 import json
 import sys
@@ -15,49 +18,40 @@ from dataclasses import asdict
 import keras
 import mlflow
 
-from resnet_mlops import atomic, serving, tracking
+from resnet_mlops import atomic, tracking
 from resnet_mlops.config import Params, flatten
-from resnet_mlops.data.pipeline import streaming_dataset
+from resnet_mlops.dataset.prepared import read_split, read_summary
 from resnet_mlops.errors import UserError
-from resnet_mlops.data.prepared import read_split, read_summary
-from resnet_mlops.models import build_model
 from resnet_mlops.models.saving import load_model, save_model
 from resnet_mlops.models.summary import trainable_params
 from resnet_mlops.project import Layout
-from resnet_mlops.training import batches, devices, multiworker, report
-from resnet_mlops.training.augment import augment_layer
+from resnet_mlops.training import devices, inputs, multiworker, report
 from resnet_mlops.training.callbacks import MlflowEpochLogger, ResumableEarlyStopping
 from resnet_mlops.training.checkpoints import Checkpoints, EpochCheckpoint, fingerprint
-from resnet_mlops.training.schedules import make_optimizer
+from resnet_mlops.training.model import training_model
 
 
-def train(params: Params, layout: Layout) -> dict:
-    """Fit (or resume fitting) the model; return the last epoch's metrics and the run id."""
+def run(params: Params, layout: Layout) -> dict:
+    """Fit (or resume fitting) the model, write its outputs; return `summary(layout)`."""
     settings = params.train
     device = devices.plan(settings, params.seed)
     print(f"train: {device.description}", flush=True)
 
-    summary = read_summary(layout.prepared)
-    class_names = summary["class_names"]
+    data = read_summary(layout.prepared)
+    class_names = data["class_names"]
     val = read_split(layout.prepared, "val")
-    val_data = (val.images, batches.one_hot(val.labels, len(class_names)))
+    val_data = (val.images, inputs.one_hot(val.labels, len(class_names)))
 
-    steps_per_epoch = -(-summary["splits"]["train"]["count"] // settings.batch_size)
+    steps_per_epoch = -(-data["splits"]["train"]["count"] // settings.batch_size)
     with device.scope():
-        classifier = build_model(params.model.name, tuple(summary["image_shape"]), len(class_names),
-                                 **params.model.options)
-        model = keras.Sequential([augment_layer(settings.augment, params.seed), classifier], name="training")
-        model.compile(optimizer=make_optimizer(settings, steps_per_epoch),
-                      loss=keras.losses.CategoricalCrossentropy(label_smoothing=settings.label_smoothing),
-                      metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")],
-                      jit_compile=device.jit_compile)
-        model.build((None, *summary["image_shape"]))
+        model, classifier = training_model(params, tuple(data["image_shape"]), len(class_names),
+                                           steps_per_epoch, device.jit_compile)
     if device.multi_worker:
         multiworker.apply_shims(model, device.strategy)
 
     resolved = {**params.raw, "train": asdict(settings)}
     checkpoints = Checkpoints(layout.checkpoints, fingerprint(
-        params.seed, params.model, resolved["train"], summary["content_hash"], keras.backend.backend()))
+        params.seed, params.model, resolved["train"], data["content_hash"], keras.backend.backend()))
     resume = checkpoints.latest()
     history: dict[str, list[float]] = {}
     if resume:
@@ -65,12 +59,12 @@ def train(params: Params, layout: Layout) -> dict:
         history = resume["history"]
         print(f"train: resuming after epoch {resume['epoch']} from {resume['path']}", flush=True)
     initial_epoch = resume["epoch"] if resume else 0
-    train_data = _training_data(layout, summary, params, initial_epoch)
+    train_data = _training_data(layout, data, params, initial_epoch)
 
-    with _run(device, params, layout, resume) as (run, record):
+    with _run(device, params, layout, resume) as run:
         if resume is None and run is not None:
-            _log_start(params, layout, summary, resolved, device, classifier)
-        callbacks = [MlflowEpochLogger(summary["splits"]["train"]["count"])] if run is not None else []
+            _log_start(params, layout, data, resolved, device, classifier)
+        callbacks = [MlflowEpochLogger(data["splits"]["train"]["count"])] if run is not None else []
         callbacks.append(EpochCheckpoint(checkpoints, history, {"run_id": run and run.info.run_id,
                                                                 "attempt": _attempt(resume)}))
         if settings.early_stopping:
@@ -88,22 +82,30 @@ def train(params: Params, layout: Layout) -> dict:
             report.write_history(staged[layout.history], history)
             report.write_curves(staged[layout.curves], history)
             if run is not None:
-                _log_outputs(staged, layout, class_names, val.images[:2], record)
+                _log_outputs(staged, layout, val.images[:2])
     checkpoints.clear()
-    last = {key: values[-1] for key, values in history.items()}
-    return {"run_id": run and run.info.run_id, "epochs": len(history.get("loss", [])), **last}
+    return summary(layout)
 
 
-def _training_data(layout: Layout, summary: dict, params: Params, first_epoch: int):
+def summary(layout: Layout) -> dict:
+    """The run id, the epochs trained and the last epoch's metrics, from the stage's outputs."""
+    with layout.history.open(newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    last = {key: float(value) for key, value in rows[-1].items() if key != "epoch"} if rows else {}
+    run_id = tracking.read_run_file(layout.run_file)["run_id"] if layout.run_file.exists() else None  # no run:
+    return {"run_id": run_id, "epochs": len(rows), **last}  # a worker other than the chief
+
+
+def _training_data(layout: Layout, data: dict, params: Params, first_epoch: int):
     """What fit takes: endless batches from `first_epoch` (arrays) or the tf.data pipeline (shards)."""
-    settings, num_classes = params.train, len(summary["class_names"])
-    if summary["format"] == "tfrecord":
+    settings, num_classes = params.train, len(data["class_names"])
+    if data["format"] == "tfrecord":
         if keras.backend.backend() != "tensorflow":
             raise UserError(f"data.stream: true (TFRecord shards) needs the TensorFlow backend, not "
                             f"KERAS_BACKEND={keras.backend.backend()}; set data.stream: false")
-        stream = streaming_dataset(layout.prepared, "train", settings.batch_size, params.seed).repeat()
-        return batches.streamed(stream, num_classes, settings.augment.mixup, params.seed)
-    return batches.endless_batches(read_split(layout.prepared, "train"), num_classes, settings.batch_size,
+        stream = inputs.streaming_dataset(layout.prepared, "train", settings.batch_size, params.seed).repeat()
+        return inputs.streamed(stream, num_classes, settings.augment.mixup, params.seed)
+    return inputs.endless_batches(read_split(layout.prepared, "train"), num_classes, settings.batch_size,
                                    params.seed, first_epoch, settings.augment.mixup)
 
 
@@ -124,28 +126,28 @@ def _stopped_early(settings, history: dict) -> bool:
 def _run(device: devices.DevicePlan, params: Params, layout: Layout, resume: dict | None):
     """The MLflow run on the chief (continuing a killed attempt's run); no run on other workers."""
     if not device.is_chief:
-        yield None, {}
+        yield None
         return
     with tracking.new_run(params.experiment, layout.run_file, run_name=params.model.name,
-                          resume_run_id=resume and resume.get("run_id"), log_system_metrics=True) as opened:
+                          resume_run_id=resume and resume.get("run_id"), log_system_metrics=True) as run:
         if resume:
             mlflow.set_tags({"train.attempt": str(_attempt(resume)),
                              "train.resumed_from_epoch": str(resume["epoch"])})
-        yield opened
+        yield run
 
 
-def _log_start(params, layout, summary, resolved, device, classifier) -> None:
+def _log_start(params, layout, data, resolved, device, classifier) -> None:
     """What a run records once, at its start: params, lineage, device, model size."""
     mlflow.log_params(flatten(resolved))
-    tracking.log_lineage(str(layout.prepared), summary)
+    tracking.log_lineage(str(layout.prepared), data)
     canonical = json.dumps(resolved, sort_keys=True, default=str).encode()
     mlflow.set_tags({"params.hash": hashlib.sha256(canonical).hexdigest()[:16],
                      "device": device.description, "keras.backend": keras.backend.backend(),
                      "model.trainable_params": str(trainable_params(classifier)), "train.attempt": "1"})
 
 
-def _log_outputs(staged, layout, class_names, sample, record) -> None:
-    """The trained model (Keras flavor and the served pyfunc), the history and its curves.
+def _log_outputs(staged, layout, sample) -> None:
+    """The trained model (Keras flavor), the history and its curves.
 
     `staged` maps each output to the file written for it, not yet in place. The model
     is read back from that file: what is logged is exactly what was saved, and it runs
@@ -157,6 +159,4 @@ def _log_outputs(staged, layout, class_names, sample, record) -> None:
     mlflow.log_artifact(str(staged[layout.curves]), artifact_path="reports")
     signature = mlflow.models.infer_signature(sample, classifier.predict(sample, verbose=0))
     mlflow.keras.log_model(classifier, name="keras_model", signature=signature,
-                           pip_requirements=serving.requirements())
-    served = serving.log_classifier(staged[layout.model_file], class_names)
-    record["model_uri"] = served.model_uri
+                           pip_requirements=tracking.requirements())

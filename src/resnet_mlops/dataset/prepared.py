@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from resnet_mlops.data.tfrecords import read_tfrecords
+from resnet_mlops.dataset.tfrecords import read_tfrecords
 from resnet_mlops.errors import UserError
 
 @dataclass(frozen=True)

@@ -1,7 +1,7 @@
 """`resnet-mlops predict PATH...`: label image files, folders and archives with a registered model.
 
 It runs the same pyfunc the server runs: each file is decoded by the served
-model's image policy (`serving_inputs.decode_image`, the prepare stage's), and
+model's image policy (`serving.inputs.decode_image`, the prepare stage's), and
 the pixels go to the pyfunc's `predict` in batches. A file that cannot be
 decoded becomes a row with an `error` instead of stopping the run (as `prepare`
 quarantines it). Inside folders and archives only image files (by extension)
@@ -21,9 +21,9 @@ from typing import Callable, Iterable, Iterator
 import numpy as np
 import pandas as pd
 
-from resnet_mlops.data import archive, images
+from resnet_mlops.dataset import archive, images
 from resnet_mlops.errors import UserError
-from resnet_mlops.serving_inputs import decode_image
+from resnet_mlops.serving.inputs import decode_image
 
 ARCHIVE_SUFFIXES = (".zip", ".tar", ".tar.gz", ".tgz")
 COLUMNS = ["path", "label", "class_index", "probability", "top_k", "error"]
@@ -87,7 +87,7 @@ def load(model_uri: str):
     from mlflow.exceptions import MlflowException
 
     from resnet_mlops import tracking
-    from resnet_mlops.serving import quiet_mlflow
+    from resnet_mlops.serving.pyfunc import quiet_mlflow
 
     tracking.configure()
     try:

@@ -1,5 +1,7 @@
 """`resnet-mlops run` (what `make run` calls): check, `dvc repro`, then say what happened.
 
+The closing report is written here once, for `make run` and for the Prefect flow.
+
 DVC needs a git repository. When the project folder is not one (a downloaded
 archive rather than a clone), `run` creates it with `git init` and says so;
 when `.dvc/` is missing it runs `dvc init`. Nothing else about the folder changes.
@@ -7,7 +9,6 @@ when `.dvc/` is missing it runs `dvc init`. Nothing else about the folder change
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import shutil
@@ -19,6 +20,7 @@ from resnet_mlops import project
 from resnet_mlops.config import load_params
 from resnet_mlops.errors import EXIT_USER_ERROR, UserError
 from resnet_mlops.project import Layout
+from resnet_mlops.stages import stage
 
 
 def _inside_git_work_tree() -> bool:
@@ -92,43 +94,48 @@ def reproduce() -> list[str]:
         raise StageFailed(f"dvc repro: {error}", 1) from None
 
 
-def report(layout: Layout, model_name: str, ran: list[str]) -> str:
-    """The closing summary: what ran, accuracy, run, registered version, champion decision, next commands.
+def outcome(layout: Layout, by_last_run: bool = False) -> list[tuple[str, str]]:
+    """The pipeline's outcome, row by row: the closing report of `make run` and of the Prefect
+    flow (its markdown artifact). `by_last_run`: no stage ran now; the rows are the last run's."""
+    metrics = stage("evaluate").summary(layout)
+    registration = stage("register").summary(layout)
+    became = "yes" if registration["champion"] else "no"
+    figures = ", the last run's" if by_last_run else ""
+    return [
+        ("test accuracy", f"{metrics['test_accuracy']:.4f}  ({metrics['test_examples']} test images{figures})"),
+        ("MLflow run id", registration["run_id"]),
+        ("registered model", f"{registration['model_name']} version {registration['version']}"
+                             f"{' (by the last run)' if by_last_run else ''}"),
+        ("@champion", f"{became}{', decided by the last run' if by_last_run else ''}: {registration['reason']}"),
+    ]
 
-    When nothing ran, it says so and reports the last run's results as the last run's.
-    """
-    metrics = json.loads(layout.metrics.read_text())
-    registration = json.loads(layout.registration.read_text())
+
+def report(layout: Layout, model_name: str, ran: list[str]) -> str:
+    """What `make run` prints last: what ran, the outcome, and the commands that come next."""
     uri = project.tracking_uri()
     bin_dir = Path(sys.executable).parent
     venv = f'PATH="{bin_dir}:$PATH"'  # the mlflow CLI starts its web server from there
-    became = "yes" if registration["champion"] else "no"
-    if ran:
-        heading = f"== resnet-mlops: pipeline finished (ran {', '.join(ran)}) =="
-        registered = f"{registration['model_name']} version {registration['version']}"
-        champion = f"{became}: {registration['reason']}"
-        figures = ""
-    else:
-        heading = "== resnet-mlops: nothing to do, every stage is up to date (the last run's results) =="
-        registered = f"{registration['model_name']} version {registration['version']} (by the last run)"
-        champion = f"{became}, decided by the last run: {registration['reason']}"
-        figures = ", the last run's"
+    heading = (f"== resnet-mlops: pipeline finished (ran {', '.join(ran)}) ==" if ran else
+               "== resnet-mlops: nothing to do, every stage is up to date (the last run's results) ==")
     lines = [
         "",
         heading,
-        f"test accuracy      {metrics['test_accuracy']:.4f}  ({metrics['test_examples']} test images{figures})",
-        f"MLflow run id      {registration['run_id']}",
-        f"registered model   {registered}",
-        f"@champion          {champion}",
+        *(f"{label:<19}{value}" for label, value in outcome(layout, by_last_run=not ran)),
         "",
         "open the MLflow dashboard:",
         f"  {venv} mlflow ui --backend-store-uri {uri} --host 127.0.0.1 --port 5000",
-        f"serve the champion (models:/{model_name}@champion) at http://127.0.0.1:5001/invocations:",
+        f"serve the champion ({project.champion_uri(model_name)}) at http://127.0.0.1:5001/invocations:",
         f"  {bin_dir}/resnet-mlops serve",
         "label image files, folders or archives with it:",
         f"  {bin_dir}/resnet-mlops predict PATH... -o predictions.csv",
     ]
     return "\n".join(lines)
+
+
+def markdown_report(layout: Layout) -> str:
+    """The outcome as the Prefect flow's markdown artifact shows it."""
+    rows = "".join(f"| {label} | {value} |\n" for label, value in outcome(layout))
+    return f"# retrain\n\n| | |\n|---|---|\n{rows}"
 
 
 # What a run changes that git should keep: the lock, the params and the small outputs

@@ -20,22 +20,15 @@ from typing import TYPE_CHECKING
 from resnet_mlops.errors import UserError
 
 if TYPE_CHECKING:
-    from resnet_mlops.serving_inputs import Limits
+    from resnet_mlops.serving.inputs import Limits
 
 MODEL_VARIABLE = "RESNET_MLOPS_SERVED_MODEL"  # the pinned URI, from `serve` to the server's workers
-APP = "resnet_mlops.serve:scoring_app"
-
-
-def champion_uri(params_file: str) -> str:
-    from resnet_mlops.config import load_params
-    from resnet_mlops.registry import CHAMPION
-
-    return f"models:/{load_params(params_file).register.model_name}@{CHAMPION}"
+APP = "resnet_mlops.serving.server:scoring_app"
 
 
 def choose_limits(**given: int | None) -> Limits:
     """The environment's limits (`RESNET_MLOPS_MAX_*`, else the defaults), with the options given."""
-    from resnet_mlops.serving_inputs import Limits
+    from resnet_mlops.serving.inputs import Limits
 
     try:
         found = Limits.from_environment()
@@ -87,7 +80,7 @@ def serve(model_uri: str, host: str, port: int, workers: int, timeout: int, limi
     from mlflow.environment_variables import MLFLOW_SCORING_SERVER_REQUEST_TIMEOUT
 
     from resnet_mlops import tracking
-    from resnet_mlops.registry import CHAMPION
+    from resnet_mlops.project import CHAMPION
 
     tracking_uri = tracking.configure()
     check_port_free(host, port)

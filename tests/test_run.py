@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from conftest import copy_project, run
+from support.project_repo import copy_project, run
 
 pytestmark = pytest.mark.slow
 

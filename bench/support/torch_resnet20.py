@@ -10,7 +10,6 @@ scales them by 1/255 inside, as our ``Preprocess`` layer does.
 
 from __future__ import annotations
 
-import torch
 import torch.nn.functional as F
 from torch import nn
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
 
-from resnet_mlops.data import tarscan
+from resnet_mlops.dataset import tarscan
 from resnet_mlops.errors import UserError
 
 @dataclass(frozen=True)

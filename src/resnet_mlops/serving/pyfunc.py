@@ -2,18 +2,19 @@
 
 The Keras flavor alone would serve only float tensors of one shape. The wrapper
 takes raw pixels or encoded image files
-(`serving_inputs.py` says which forms), and answers per image with the class
+(`serving/inputs.py` says which forms), and answers per image with the class
 name, its index, its probability and the `top_k` most probable classes. It
 travels with its own copy of this package (`code_paths`), so a registered
 version keeps working after the code changes.
 
 Inference goes through `predict_on_batch` (one compiled call) rather than
-`model.predict`, whose per-call set-up costs ~40 ms here: more than the network
-itself takes on one image. Concurrent requests are run one model call at a time,
-those that arrive meanwhile stacked into the next call (`microbatch.py`).
+`model.predict`, whose per-call set-up costs more than the network itself takes
+on one image (figures: bench/RESULTS.md, Serving). Concurrent requests are run
+one model call at a time, those that arrive meanwhile stacked into the next call
+(`serving/microbatch.py`).
 
 The request's `params` are the model's to judge (`check_params`): `resnet-mlops
-serve` calls it before MLflow sees them (`serve.py`), since MLflow's own check,
+serve` calls it before MLflow sees them (`serving/server.py`), since MLflow's own check,
 against the signature's `top_k: long`, answers a wrong type in its own words and
 drops a key it does not know without a word.
 """
@@ -31,8 +32,9 @@ import numpy as np
 import pandas as pd
 
 import resnet_mlops
-from resnet_mlops import serving_inputs
-from resnet_mlops.microbatch import MicroBatcher
+from resnet_mlops import tracking
+from resnet_mlops.serving import inputs
+from resnet_mlops.serving.microbatch import MicroBatcher
 
 KERAS_ARTIFACT = "keras_model"
 DEFAULT_TOP_K = 5
@@ -64,7 +66,7 @@ class ResNetClassifier(mlflow.pyfunc.PythonModel):
         self.image_shape = tuple(int(n) for n in self.model.input_shape[1:])
         if self.image_shape[0] != self.image_shape[1]:
             raise ValueError(f"the image policy makes square images; the model takes {self.image_shape}")
-        self.limits = serving_inputs.Limits.from_environment()
+        self.limits = inputs.Limits.from_environment()
         self._batcher = MicroBatcher(lambda pixels: np.asarray(self.model.predict_on_batch(pixels)), _CHUNK)
         # Trace the compiled call for a batch of 1 and of any size now, not on the first requests.
         for size in (1, 2):
@@ -78,11 +80,11 @@ class ResNetClassifier(mlflow.pyfunc.PythonModel):
 
     def check_params(self, params) -> dict:
         """A request's `params` as `predict` takes them; an unknown key or a bad `top_k` is a 400."""
-        return serving_inputs.check_params(params, len(self.class_names), self.default_top_k)
+        return inputs.check_params(params, len(self.class_names), self.default_top_k)
 
     def predict(self, context, model_input, params=None):
         k = self.check_params(params)["top_k"]
-        pixels = serving_inputs.to_pixels(model_input, self.image_shape, self.limits)
+        pixels = inputs.to_pixels(model_input, self.image_shape, self.limits)
         return to_frame(self.probabilities(pixels), self.class_names, k)
 
 
@@ -100,7 +102,7 @@ def to_frame(probabilities: np.ndarray, class_names: list[str], top_k: int) -> p
 
 
 def signature(class_names: list[str]) -> mlflow.models.ModelSignature:
-    """Outputs and the `top_k` param; no input schema (see `serving_inputs`)."""
+    """Outputs and the `top_k` param; no input schema (see `serving/inputs.py`)."""
     k = min(DEFAULT_TOP_K, len(class_names))
     example = to_frame(np.full((1, len(class_names)), 1 / len(class_names)), class_names, k)
     with warnings.catch_warnings():
@@ -150,7 +152,7 @@ def log_classifier(keras_file: Path, class_names: list[str]):
     The signature needs only the class names; the pixels' shape is read from the saved model.
     """
     with quiet_mlflow(), warnings.catch_warnings():
-        # MLflow suggests an input example; it would bring back an input schema (see serving_inputs).
+        # MLflow suggests an input example; it would bring back an input schema (see serving/inputs.py).
         warnings.filterwarnings("ignore", message=".*An input example was not provided", category=UserWarning)
         return mlflow.pyfunc.log_model(
             name="model",
@@ -158,18 +160,6 @@ def log_classifier(keras_file: Path, class_names: list[str]):
             artifacts={KERAS_ARTIFACT: str(keras_file)},
             code_paths=[str(Path(resnet_mlops.__file__).parent)],
             signature=signature(class_names),
-            pip_requirements=requirements(),
+            pip_requirements=tracking.requirements(),
         )
 
-
-def requirements() -> list[str]:
-    """Pins of what the logged models need, read from this environment."""
-    from importlib.metadata import PackageNotFoundError, version
-
-    pins = []
-    for name in ("keras", "tensorflow-cpu", "tensorflow", "mlflow", "numpy", "pandas", "pillow", "simplejpeg"):
-        try:
-            pins.append(f"{name}=={version(name)}")
-        except PackageNotFoundError:
-            continue
-    return pins

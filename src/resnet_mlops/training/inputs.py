@@ -1,21 +1,30 @@
-"""Training batches: one-hot labels, an order fixed by (seed, epoch), optional mixup.
+"""The trainer's input pipeline: batches with one-hot labels, from arrays in memory or TFRecord shards.
 
 In memory (the default) the batches come from a plain Python generator, which
 every Keras backend accepts. Each epoch's order and mixup draws depend only on
 the seed and the epoch number, so a run resumed at epoch k sees exactly the
-batches an uninterrupted run would. TFRecord shards keep their tf.data pipeline
-(TensorFlow only), with the same label and mixup steps mapped over it.
+batches an uninterrupted run would.
+
+TFRecord shards (data.stream: true) are streamed with tf.data (TensorFlow only):
+shards read in parallel (interleaved), records parsed in parallel, shuffled
+through a bounded buffer and prefetched, so memory stays bounded by the buffer,
+not the dataset; the same label and mixup steps are mapped over it. Both give
+every example of the split exactly once per epoch, in an order fixed by the seed.
 """
 
 from __future__ import annotations
 
 import itertools
+from pathlib import Path
 from typing import Iterator
 
 import numpy as np
 
-from resnet_mlops.data.prepared import Split
+from resnet_mlops.dataset import tfrecords
+from resnet_mlops.dataset.prepared import Split, read_summary
 from resnet_mlops.training.augment import mixup
+
+SHUFFLE_BUFFER = 10_000
 
 
 def one_hot(labels: np.ndarray, num_classes: int) -> np.ndarray:
@@ -44,6 +53,21 @@ def endless_batches(split: Split, num_classes: int, batch_size: int, seed: int, 
     """
     for epoch in itertools.count(first_epoch):
         yield from epoch_batches(split, num_classes, batch_size, seed, epoch, mixup_alpha)
+
+
+def streaming_dataset(folder: str | Path, split: str, batch_size: int, seed: int):
+    """A shuffled, batched tf.data pipeline over one split's shards (reshuffled every epoch)."""
+    import tensorflow as tf
+
+    summary = read_summary(folder)
+    files = [Path(folder) / f for f in summary["splits"][split]["files"]]
+    count = summary["splits"][split]["count"]
+    parse = tfrecords.parser(tuple(summary["image_shape"]))
+    return (tfrecords.records(files)
+            .shuffle(min(count, SHUFFLE_BUFFER), seed=seed, reshuffle_each_iteration=True)
+            .map(parse, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+            .batch(batch_size)
+            .prefetch(tf.data.AUTOTUNE))
 
 
 def streamed(dataset, num_classes: int, mixup_alpha: float, seed: int):

@@ -57,11 +57,16 @@ def records(files: list[Path]):
 
 
 def read_tfrecords(files: list[Path], shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
-    """All records of some shards as (images, labels) arrays, in shard order."""
+    """All records of some shards as (images, labels) arrays, in the order they were written.
+
+    One shard after another (not `records`, whose interleave takes a record from each shard
+    in turn), so that a split read back hashes to the sha256 its summary.json records.
+    """
     import tensorflow as tf
 
     images, labels = [], []
-    dataset = records(files).map(parser(shape), num_parallel_calls=tf.data.AUTOTUNE).batch(4096)
+    dataset = (tf.data.TFRecordDataset([str(f) for f in files])
+               .map(parser(shape), num_parallel_calls=tf.data.AUTOTUNE).batch(4096))
     for image_batch, label_batch in dataset.as_numpy_iterator():
         images.append(image_batch)
         labels.append(label_batch)

@@ -7,7 +7,9 @@ Pure Python: config.py reads this without importing Keras.
 
 from __future__ import annotations
 
-# Every train key and its value when neither params.yaml nor the preset sets it.
+# Every train key and its value when neither params.yaml nor the preset sets it: the one place
+# they are written. config.TrainSettings has one field per key and restates no value; README's
+# Training table states the same (tests/test_params_docs.py holds them together).
 DEFAULTS = {
     "epochs": 12,
     "batch_size": 64,

@@ -1,7 +1,7 @@
 """Helpers for the serving tests: a registered champion without the pipeline, and a real server process.
 
 The model is a ResNet-8 fitted for seconds on the images it will be asked about,
-logged by `serving.log_classifier` exactly as the trainer logs its model: serving
+logged by `serving.pyfunc.log_classifier` exactly as the register stage logs its model: serving
 does not care how well the weights learned, and this keeps the CIFAR-shaped
 tests free of a pipeline run.
 """
@@ -12,13 +12,11 @@ import json
 import os
 import signal
 import socket
-import struct
 import subprocess
 import tempfile
 import time
 import urllib.error
 import urllib.request
-import zlib
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -27,10 +25,12 @@ import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
 
-from resnet_mlops import serving
+from resnet_mlops.serving import pyfunc
+from support.project_repo import PROJECT
+from support.tracking_uri import tracking_store
 
 CIFAR_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
-JPEG_ARCHIVE = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "cifar10-jpeg.tar.gz"
+JPEG_ARCHIVE = PROJECT.parent / "shared" / "datasets" / "cifar10-jpeg.tar.gz"
 
 
 def register_model(store: Path, model_name: str, input_shape: tuple, class_names: list[str],
@@ -55,18 +55,14 @@ def register_model(store: Path, model_name: str, input_shape: tuple, class_names
         network.fit(*train_on, epochs=15, batch_size=16, verbose=0)
     keras_file = store / f"{model_name}.keras"
     network.save(keras_file)
-    previous = mlflow.get_tracking_uri()
-    mlflow.set_tracking_uri(uri)
-    try:
+    with tracking_store(uri):
         existing = mlflow.get_experiment_by_name("serving")
         experiment = existing.experiment_id if existing else mlflow.create_experiment(
             "serving", artifact_location=(store / "mlartifacts").as_uri())
         with mlflow.start_run(experiment_id=experiment):
-            info = serving.log_classifier(keras_file, class_names)
+            info = pyfunc.log_classifier(keras_file, class_names)
         version = mlflow.register_model(info.model_uri, model_name)
         MlflowClient().set_registered_model_alias(model_name, "champion", version.version)
-    finally:
-        mlflow.set_tracking_uri(previous)
     return uri
 
 
@@ -89,17 +85,6 @@ def cifar_jpegs(per_class: int) -> list[tuple[str, bytes]]:
                 if len(found) == per_class * len(CIFAR_CLASSES):
                     break
     return sorted(found)
-
-
-def huge_png(width: int, height: int) -> bytes:
-    """A valid 1-bit PNG of any size in a few kB, written without Pillow holding its pixels."""
-    def chunk(kind: bytes, body: bytes) -> bytes:
-        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
-
-    row, packer = b"\x00" * (1 + (width + 7) // 8), zlib.compressobj(9)
-    pixels = b"".join(packer.compress(row) for _ in range(height)) + packer.flush()
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0))
-            + chunk(b"IDAT", pixels) + chunk(b"IEND", b""))
 
 
 # What MLflow prints that says nothing to our users; none of it may reach a command's console.

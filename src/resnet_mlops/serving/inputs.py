@@ -37,7 +37,7 @@ import numpy as np
 import pandas as pd
 from mlflow.exceptions import MlflowException
 
-from resnet_mlops.data import images
+from resnet_mlops.dataset import images
 
 IMAGE_COLUMN = "image"
 PARAMS = ("top_k",)  # what a request's `params` may hold

@@ -1,0 +1,1 @@
+"""Helpers the tests share: repositories of this project, models to serve, images, graph walks."""
