@@ -91,3 +91,29 @@ def test_failed_stages_keep_the_last_good_outputs(reproduced_repo, tiny_params):
         shutil.rmtree(repo / "data/raw" / folder)
     status = run(["dvc", "status"], repo).stdout
     assert "up to date" in status, status
+
+
+def test_a_champion_of_other_images_is_refused_in_one_line_and_the_registry_is_kept(reproduced_repo, tiny_params):
+    """The digits champion (8x8 grey, 10 classes) cannot be ranked against a model of 32x32 RGB
+    images of 3 classes under the same register.model_name: `register` says so in one sentence,
+    registers nothing and moves nothing, and says it again on the next `dvc repro`."""
+    from mlflow.tracking import MlflowClient
+
+    repo = reproduced_repo
+    registration = (repo / "reports/registration.json").read_bytes()
+    good_tree(repo / "data/raw/images", per_class=10)
+    tiny_params["data"] = {**tiny_params["data"], "source": "folder", "path": "data/raw/images"}
+    write_params(repo, tiny_params)
+    refused = ("champion v1 of 'tiny-digits' takes 8x8x1 images of 10 classes (0, 1, 2, 3, 4, ...), this data has "
+               "32x32x3 images of 3 classes (cat, dog, owl): they cannot be compared on one test set; nothing was "
+               "registered (set another register.model_name for this data)")
+    for attempt in ("first", "again"):
+        done = run(["dvc", "repro"], repo, check=False)
+        assert done.returncode != 0, done.stdout
+        said = done.stdout + done.stderr
+        assert f"resnet-mlops register: error: {refused}" in said, said
+        assert "Traceback" not in said
+    client = MlflowClient(tracking_uri=f"sqlite:///{repo.resolve()}/mlflow.db")
+    assert [int(v.version) for v in client.search_model_versions("name='tiny-digits'")] == [1]
+    assert str(client.get_model_version_by_alias("tiny-digits", "champion").version) == "1"
+    assert (repo / "reports/registration.json").read_bytes() == registration

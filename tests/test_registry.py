@@ -8,7 +8,8 @@ where its figure came from.
 
 The store is a real SQLite MLflow registry holding real registered versions of two tiny pyfuncs
 (logged by `serving.pyfunc.log_classifier`, as the register stage logs them) whose accuracy on
-the test split below is known by construction:
+the test split below is known by construction (and a champion that cannot be compared, or
+cannot be read, stops the stage in one sentence before anything is registered):
     reads_pixels  predicts the class whose marker pixel is lit: right on 6 of 8 images (0.75)
     always_2      predicts class 2 whatever the image: right on 4 of 8 (0.5)
 """
@@ -18,6 +19,7 @@ from __future__ import annotations
 import json
 import uuid
 from dataclasses import dataclass
+from pathlib import Path
 
 import mlflow
 import numpy as np
@@ -25,10 +27,12 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from resnet_mlops.dataset.prepared import Split, write_arrays
+from resnet_mlops.errors import UserError
 from resnet_mlops.models.saving import save_model
 from resnet_mlops.project import CHAMPION, Layout
 from resnet_mlops.registry import Decision, current_champion, decide
 from resnet_mlops.serving.pyfunc import log_classifier
+from support.served_model import free_port
 from support.tracking_uri import tracking_store
 
 CLASSES = ["zero", "one", "two"]
@@ -189,3 +193,49 @@ def test_a_champion_without_a_recorded_accuracy_is_re_scored(client, store):
     decision = decide(0.7, ANOTHER_RUN, champion, store.layout, store.test_hash)
     assert decision == Decision(False, "test accuracy 0.7000 does not beat champion v1's 0.7500 (re-scored "
                                        "on this test set)", champion.version, 0.75)
+
+
+def other_data(tmp_path, class_names: list[str]) -> Layout:
+    """A prepared test split of the same 8x8x1 images whose classes have other names."""
+    layout = Layout(root=tmp_path)
+    write_prepared(layout, marked_images())
+    summary = json.loads((layout.prepared / "summary.json").read_text())
+    (layout.prepared / "summary.json").write_text(json.dumps({**summary, "class_names": class_names}))
+    return layout
+
+
+def test_a_champion_of_another_class_set_is_refused_in_one_sentence(client, store, tmp_path):
+    champion = register(client, store, ["reads_pixels"], champion=1, tags={"test_set_hash": OTHER_TEST_SET})
+    with pytest.raises(UserError) as refused:
+        decide(0.9, ANOTHER_RUN, champion, other_data(tmp_path, ["a", "b", "c"]), "another test set")
+    assert str(refused.value) == (
+        f"champion v1 of '{champion.name}' takes 8x8x1 images of 3 classes (zero, one, two), this data has "
+        f"8x8x1 images of 3 classes (a, b, c): they cannot be compared on one test set; nothing was registered "
+        f"(set another register.model_name for this data)")
+
+
+def test_a_champion_that_no_longer_loads_is_named_in_one_sentence(client, store, tmp_path):
+    save_model(models()["always_2"], tmp_path / "broken.keras")
+    with mlflow.start_run(experiment_id=mlflow.get_experiment_by_name("registry-tests").experiment_id):
+        uri = log_classifier(tmp_path / "broken.keras", CLASSES).model_uri
+    name = f"broken-{uuid.uuid4().hex[:12]}"
+    version = mlflow.register_model(uri, name)
+    client.set_registered_model_alias(name, CHAMPION, version.version)
+    logged = client.get_logged_model(uri.removeprefix("models:/"))
+    (Path(logged.artifact_location.removeprefix("file://")) / "artifacts" / "broken.keras").unlink()  # its weights
+    with pytest.raises(UserError) as refused:
+        decide(0.9, ANOTHER_RUN, current_champion(client, name), store.layout, store.test_hash)
+    message = str(refused.value)
+    assert message.startswith(f"champion v1 of '{name}' no longer loads (") and "\n" not in message
+    assert message.endswith("nothing was registered (fix or move @champion, or set another register.model_name)")
+
+
+def test_an_unreachable_registry_is_one_line_naming_it(monkeypatch):
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "5")
+    address = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    with tracking_store(address), pytest.raises(UserError) as refused:
+        current_champion(MlflowClient(), "any-model")
+    message = str(refused.value)
+    assert message.startswith(f"the model registry at {address} could not be read (") and "\n" not in message
+    assert message.endswith("); nothing was registered")

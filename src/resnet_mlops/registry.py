@@ -36,14 +36,26 @@ class Decision:
     champion_accuracy: float | None = None
 
 
+# What the registry answers for a model it does not have, and for an alias no version holds.
+_NO_CHAMPION = ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE")
+
+
 def current_champion(client, name: str):
     """The version `client`'s registry has under @champion for model `name`, or None."""
+    import mlflow
     from mlflow.exceptions import MlflowException
 
     try:
         return client.get_model_version_by_alias(name, CHAMPION)
-    except MlflowException:
-        return None  # no such model yet, or no version holds the alias
+    except MlflowException as error:
+        if error.error_code in _NO_CHAMPION:
+            return None
+        raise UserError(f"the model registry at {mlflow.get_registry_uri()} could not be read "
+                        f"({_first_line(error)}); nothing was registered") from None
+
+
+def _first_line(error: Exception) -> str:
+    return (str(getattr(error, "message", "") or error).strip().splitlines() or [type(error).__name__])[0]
 
 
 def champion_accuracy(champion, layout: Layout, test_hash: str) -> tuple[float, str]:
@@ -51,12 +63,39 @@ def champion_accuracy(champion, layout: Layout, test_hash: str) -> tuple[float, 
     tags = champion.tags
     if tags.get("test_set_hash") == test_hash and "test_accuracy" in tags:
         return float(tags["test_accuracy"]), "recorded on the same test set"
+    served = _comparable_champion(champion, read_summary(layout.prepared))
+    test = read_split(layout.prepared, "test")
+    probabilities = served.probabilities(test.images)
+    return classification_metrics(probabilities, test.labels)["test_accuracy"], "re-scored on this test set"
+
+
+def _comparable_champion(champion, data: dict):
+    """The champion's served model, loaded, when it takes this data's images and classes.
+
+    A champion of another image shape or class set cannot be scored on this test set, so no
+    version of this data may be ranked against it under the same name: the rule is to refuse,
+    before anything is registered, and to name the way out.
+    """
     import mlflow
 
-    test = read_split(layout.prepared, "test")
-    served = mlflow.pyfunc.load_model(f"models:/{champion.name}/{champion.version}")
-    probabilities = served.unwrap_python_model().probabilities(test.images)
-    return classification_metrics(probabilities, test.labels)["test_accuracy"], "re-scored on this test set"
+    which = f"champion v{champion.version} of '{champion.name}'"
+    try:
+        served = mlflow.pyfunc.load_model(f"models:/{champion.name}/{champion.version}").unwrap_python_model()
+        shape, classes = list(served.image_shape), list(served.class_names)
+    except Exception as error:  # noqa: BLE001 - whatever a broken model raises, say it in one line
+        raise UserError(f"{which} no longer loads ({_first_line(error)}), so this model cannot be compared "
+                        f"with it; nothing was registered (fix or move @champion, or set another "
+                        f"register.model_name)") from None
+    if (shape, classes) != (list(data["image_shape"]), list(data["class_names"])):
+        raise UserError(f"{which} takes {_describe(shape, classes)}, this data has "
+                        f"{_describe(data['image_shape'], data['class_names'])}: they cannot be compared on "
+                        f"one test set; nothing was registered (set another register.model_name for this data)")
+    return served
+
+
+def _describe(shape, classes) -> str:
+    names = ", ".join(classes[:5]) + (", ..." if len(classes) > 5 else "")
+    return f"{'x'.join(map(str, shape))} images of {len(classes)} classes ({names})"
 
 
 def decide(accuracy: float, run_id: str, champion, layout: Layout, test_hash: str) -> Decision:
@@ -92,10 +131,11 @@ def run(params: Params, layout: Layout) -> dict:
     test_hash = data["splits"]["test"]["sha256"]
     accuracy = metrics["test_accuracy"]
 
+    tracking.configure()
+    client = MlflowClient()
+    champion = current_champion(client, settings.model_name)
+    decision = decide(accuracy, run_info["run_id"], champion, layout, test_hash)  # before anything changes
     with tracking.reopen_run(layout.run_file) as active:
-        client = MlflowClient()
-        champion = current_champion(client, settings.model_name)
-        decision = decide(accuracy, run_info["run_id"], champion, layout, test_hash)
         served = log_classifier(layout.model_file, data["class_names"])
         version = mlflow.register_model(served.model_uri, settings.model_name)
         tags = {"test_accuracy": repr(accuracy), "test_set_hash": test_hash,
