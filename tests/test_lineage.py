@@ -59,3 +59,12 @@ def test_other_uncommitted_changes_are_named_not_hidden(repo, tiny_params):
     (repo / "src" / "code.py").write_text("x = 1\n")
     write_params(repo, tiny_params)
     assert tracking.git_state()["reproduce"].startswith("not reproducible from git: params.yaml removes keys")
+
+
+def test_run_names_say_the_model_the_data_and_what_differs_from_the_commit(repo, tiny_params):
+    assert tracking.run_name("resnet_cifar", {"depth": 8}, "digits") == "resnet_cifar(depth=8) · digits"
+    assert tracking.run_name("resnet20", {}, "cifar10") == "resnet20 · cifar10"
+    tiny_params["train"].update(epochs=3, batch_size=32, learning_rate=0.1, optimizer="sgd")
+    write_params(repo, tiny_params)
+    assert tracking.run_name("resnet20", {}, "digits") == (
+        "resnet20 · digits · train.batch_size=32 · train.epochs=3 · train.learning_rate=0.1 · +1 more")

@@ -109,6 +109,12 @@ def test_dvc_repro_end_to_end(project_repo, tiny_params):
     champion = client.get_model_version_by_alias("tiny-digits", "champion")
     assert str(champion.version) == "1" and champion.run_id == run_id
     assert champion.tags["champion_reason"] == "no champion yet"
+    # In the dashboard: runs named to differ at a glance, descriptions saying who is champion and why.
+    assert tracked.info.run_name == "resnet_cifar(depth=8) · digits"
+    assert champion.description.startswith("@champion: test accuracy 0.9") and "no champion yet" in champion.description
+    assert client.get_registered_model("tiny-digits").description == (
+        "ResNet image classifier: 8x8x1 images from data.source digits into 10 classes (0, 1, 2, 3, 4, ...). "
+        "@champion is version 1: no champion yet.")
     with tracking_store(client_uri):
         served = mlflow.models.get_model_info("models:/tiny-digits/1").signature
         keras_flavor = mlflow.models.get_model_info(f"runs:/{run_id}/keras_model").signature
@@ -131,6 +137,10 @@ def test_dvc_repro_end_to_end(project_repo, tiny_params):
     registration = json.loads((repo / "reports/registration.json").read_text())
     assert registration["version"] == 2 and registration["champion"] is False
     assert second.run_id == registration["run_id"] != run_id
+    assert client.get_run(second.run_id).info.run_name == "resnet_cifar(depth=8) · digits · train.learning_rate=0.0"
+    assert second.description.startswith("not promoted: test accuracy ") and "does not beat champion v1" in (
+        second.description)
+    assert client.get_registered_model("tiny-digits").description.endswith("@champion is version 1: no champion yet.")
 
     # 4. Changing train.epochs reruns train, evaluate and register, never prepare.
     tiny_params["train"]["epochs"] = 1

@@ -94,8 +94,12 @@ def _comparable_champion(champion, data: dict):
 
 
 def _describe(shape, classes) -> str:
+    return f"{'x'.join(map(str, shape))} images of {_describe_classes(classes)}"
+
+
+def _describe_classes(classes) -> str:
     names = ", ".join(classes[:5]) + (", ..." if len(classes) > 5 else "")
-    return f"{'x'.join(map(str, shape))} images of {len(classes)} classes ({names})"
+    return f"{len(classes)} classes ({names})"
 
 
 def decide(accuracy: float, run_id: str, champion, layout: Layout, test_hash: str) -> Decision:
@@ -145,6 +149,11 @@ def run(params: Params, layout: Layout) -> dict:
             client.set_model_version_tag(settings.model_name, version.version, key, value)
         if decision.promote:
             client.set_registered_model_alias(settings.model_name, CHAMPION, version.version)
+        client.update_model_version(settings.model_name, version.version,
+                                    _version_description(decision, metrics))
+        holder = (version.version, decision.reason) if decision.promote else (
+            champion.version, champion.tags.get("champion_reason", "decided before versions said why"))
+        client.update_registered_model(settings.model_name, _model_description(data, *holder))
         mlflow.set_tags({"registered_model": settings.model_name,
                          "registered_version": version.version,
                          "champion_reason": decision.reason})
@@ -157,6 +166,20 @@ def run(params: Params, layout: Layout) -> dict:
               "model_uri": champion_uri(settings.model_name)}
     atomic.write_json(layout.registration, result)
     return summary(layout)
+
+
+def _version_description(decision: Decision, metrics: dict) -> str:
+    """One line for the version's page in the MLflow dashboard: its decision and headline numbers."""
+    verdict = "@champion" if decision.promote else "not promoted"
+    return (f"{verdict}: test accuracy {metrics['test_accuracy']:.4f} on {metrics['test_examples']} images; "
+            f"{decision.reason}")
+
+
+def _model_description(data: dict, champion_version, why: str) -> str:
+    """The registered model's description: what it classifies, and which version is champion and why."""
+    shape = "x".join(map(str, data["image_shape"]))
+    return (f"ResNet image classifier: {shape} images from data.source {data['source']} into "
+            f"{_describe_classes(data['class_names'])}. @champion is version {champion_version}: {why}.")
 
 
 def _lineage(run_tags: dict[str, str], *more: str) -> dict[str, str]:

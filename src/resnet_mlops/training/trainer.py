@@ -128,7 +128,8 @@ def _run(device: devices.DevicePlan, params: Params, layout: Layout, resume: dic
     if not device.is_chief:
         yield None
         return
-    with tracking.new_run(params.experiment, layout.run_file, run_name=params.model.name,
+    name = tracking.run_name(params.model.name, params.model.options, params.data.source)
+    with tracking.new_run(params.experiment, layout.run_file, run_name=name,
                           resume_run_id=resume and resume.get("run_id"), log_system_metrics=True) as run:
         if resume:
             mlflow.set_tags({"train.attempt": str(_attempt(resume)),
