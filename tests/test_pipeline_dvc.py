@@ -122,6 +122,17 @@ def test_dvc_repro_end_to_end(project_repo, tiny_params):
     assert "top_k" in served.params.to_json() and "label" in served.outputs.input_names()
     assert list(keras_flavor.inputs.to_dict()[0]["tensor-spec"]["shape"]) == [-1, 8, 8, 1]
 
+    # `resnet-mlops lineage`: how the champion was made, and the commands that rebuild it.
+    traced = run(["resnet-mlops", "lineage"], repo).stdout.splitlines()
+    assert traced[0] == f"models:/tiny-digits@champion = models:/tiny-digits/1 (run {run_id})"
+    assert traced[1] == f"commit     {tracked.data.tags['git.commit']}"
+    assert f"data/prepared {tracked.data.tags['data.dvc_hash']}" in traced[2]
+    assert "  train.epochs = 2" in traced and "  model.depth = 8" in traced
+    assert traced[-1] == f"reproduce  {tracked.data.tags['reproduce']}"
+    assert tracked.data.tags["reproduce"].startswith(f"git checkout {tracked.data.tags['git.commit']} && dvc checkout")
+    unknown = run(["resnet-mlops", "lineage", "--model", "models:/tiny-digits/9"], repo, check=False)
+    assert unknown.returncode == 2 and len(unknown.stderr.strip().splitlines()) == 1, unknown.stderr
+
     # 2. Nothing changed: no stage runs.
     again = repro(repo)
     assert ran_stages(again) == set() and "Data and pipelines are up to date" in again

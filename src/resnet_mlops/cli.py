@@ -1,4 +1,5 @@
-"""`resnet-mlops`: one subcommand per DVC stage, plus the whole pipeline, serving, batch prediction and the model list.
+"""`resnet-mlops`: one subcommand per DVC stage, plus the whole pipeline, serving, batch prediction,
+a version's lineage and the model list.
 
 Every command validates the whole params file before doing anything, and turns
 a user's mistake into one line on stderr and exit status 2 (no traceback).
@@ -75,6 +76,15 @@ def _predict(args) -> int:
     return 0
 
 
+def _lineage(args) -> int:
+    from resnet_mlops import tracking
+    from resnet_mlops.registry import lineage
+
+    tracking.configure()
+    print(lineage(args.model or _champion(args.params)))
+    return 0
+
+
 def _positive(text: str) -> int:
     try:
         value = int(text)
@@ -121,6 +131,10 @@ def build_parser() -> argparse.ArgumentParser:
     predicting.add_argument("--top-k", type=_positive, help="classes listed per image (default: 5, at most all)")
     predicting.add_argument("--batch-size", type=_positive, default=64, help="images per model call (default: 64)")
     predicting.set_defaults(handler=_predict)
+    tracing = commands.add_parser("lineage", help="how a registered version was made: commit, data, params, "
+                                                  "and the commands that rebuild it")
+    _add_model_arguments(tracing)
+    tracing.set_defaults(handler=_lineage)
     listing = commands.add_parser("models", help="model names with their parameters and MACs")
     listing.add_argument("names", nargs="*", help="only these models (default: every one that takes the input)")
     listing.add_argument("--input-shape", default="32x32x3", help="HxWxC (default: 32x32x3)")

@@ -188,6 +188,49 @@ def _lineage(run_tags: dict[str, str], *more: str) -> dict[str, str]:
     return {key: run_tags[key] for key in keys if key in run_tags}
 
 
+def registered_version(model_uri: str):
+    """The registry's version that `models:/<name>@<alias>` or `models:/<name>/<number>` names now;
+    None for any other URI (a run, a path, `latest`), which MLflow resolves itself."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    name, _, alias = model_uri.removeprefix("models:/").partition("@")
+    number = name.rpartition("/")[2]
+    if not model_uri.startswith("models:/") or not (alias or number.isdigit()):
+        return None
+    client = mlflow.MlflowClient()
+    try:
+        if alias:
+            return client.get_model_version_by_alias(name, alias)
+        return client.get_model_version(name.rpartition("/")[0], number)
+    except MlflowException as error:
+        raise UserError(f"{model_uri}: not in the model registry at {mlflow.get_tracking_uri()} "
+                        f"({_first_line(error)}); run the pipeline first, or pass --model") from None
+
+
+def lineage(model_uri: str) -> str:
+    """What `resnet-mlops lineage` prints: the version, its commit, data and params, and the
+    commands that rebuild it (from the tags `train` and `register` recorded)."""
+    import mlflow
+
+    version = registered_version(model_uri)
+    if version is None:
+        raise UserError(f"{model_uri}: lineage is kept for registered versions; give "
+                        f"models:/<name>@<alias> or models:/<name>/<version>")
+    run = mlflow.MlflowClient().get_run(version.run_id)
+    tags = {**run.data.tags, **version.tags}
+    unknown = "not recorded"
+    dirty = " (with uncommitted changes)" if tags.get("git.dirty") == "true" else ""
+    lines = [f"{model_uri} = models:/{version.name}/{version.version} (run {version.run_id})",
+             f"commit     {tags.get('git.commit', unknown)}{dirty}",
+             f"data       {tags.get('data.source', unknown)}: data/prepared {tags.get('data.dvc_hash', unknown)} "
+             f"(content {tags.get('data.content_hash', unknown)})",
+             f"params     {len(run.data.params)} (hash {tags.get('params.hash', unknown)})",
+             *(f"  {key} = {value}" for key, value in sorted(run.data.params.items())),
+             f"reproduce  {tags.get('reproduce', unknown)}"]
+    return "\n".join(lines)
+
+
 def summary(layout: Layout) -> dict:
     """What was registered and the champion decision, from reports/registration.json."""
     return json.loads(layout.registration.read_text())

@@ -39,22 +39,11 @@ def choose_limits(**given: int | None) -> Limits:
 
 def resolve(model_uri: str) -> tuple[str, str]:
     """(the URI to serve, a description of what it is): aliases become the version they name now."""
-    import mlflow
-    from mlflow.exceptions import MlflowException
+    from resnet_mlops.registry import registered_version
 
-    name, _, alias = model_uri.removeprefix("models:/").partition("@")
-    number = name.rpartition("/")[2]
-    if not model_uri.startswith("models:/") or not (alias or number.isdigit()):
+    version = registered_version(model_uri)
+    if version is None:
         return model_uri, model_uri  # a run, a path, `latest`: MLflow resolves it
-    client = mlflow.MlflowClient()
-    try:
-        if alias:
-            version = client.get_model_version_by_alias(name, alias)
-        else:
-            version = client.get_model_version(name.rpartition("/")[0], number)
-    except MlflowException as exc:
-        raise UserError(f"{model_uri}: not in the model registry at {mlflow.get_tracking_uri()} "
-                        f"({exc.message.splitlines()[0]}); run the pipeline first, or pass --model") from None
     pinned = f"models:/{version.name}/{version.version}"
     return pinned, f"{model_uri} = {pinned} (run {version.run_id})"
 
