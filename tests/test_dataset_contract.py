@@ -162,7 +162,7 @@ def prepared_two_ways(tmp_path_factory) -> tuple[Path, Path]:
     data = {"source": "digits", "path": None, "val_fraction": 0.15, "test_fraction": 0.2}
     params = {"seed": 7, "mlflow": {"experiment": "tests"}, "model": {"name": "resnet_cifar", "depth": 8},
               "train": {"epochs": 1, "batch_size": 64, "learning_rate": 0.01, "optimizer": "adam"},
-              "register": {"model_name": "tiny"}}
+              "evaluate": {}, "register": {"model_name": "tiny"}}
     arrays = load_params(params_file(folder / "arrays", {**params, "data": data}))
     shards = load_params(params_file(folder / "shards", {**params, "data": {**data, "stream": True}}))
     prepare.run(arrays, Layout(root=folder / "arrays"))

@@ -1,7 +1,8 @@
 """Every default is written once in code, and the README and params.yaml say the same.
 
 The train keys and their defaults live in `presets.DEFAULTS` (the recipes in `presets.PRESETS`),
-the optional data keys' defaults in `config.DATA_DEFAULTS`. config.py validates types and ranges
+the optional data keys' defaults in `config.DATA_DEFAULTS`, the evaluate keys' in
+`config.EVALUATE_DEFAULTS`. config.py validates types and ranges
 and restates no default. README.md's two key tables (under "params.yaml" and "Training") and
 params.yaml's comments are prose around those values: these tests fail, naming the key, when
 one of them says another key set or another value than the code.
@@ -19,7 +20,7 @@ import pytest
 import yaml
 
 from resnet_mlops import config, presets
-from resnet_mlops.config import DATA_DEFAULTS, NATIVE_SHAPE, AugmentSettings, DataSettings, TrainSettings
+from resnet_mlops.config import DATA_DEFAULTS, EVALUATE_DEFAULTS, NATIVE_SHAPE, AugmentSettings, DataSettings, TrainSettings
 from resnet_mlops.errors import ConfigError
 
 PROJECT = Path(__file__).resolve().parents[1]
@@ -219,7 +220,8 @@ def test_readme_params_table_states_every_key_and_default():
     expected = {"seed": REQUIRED, "mlflow.experiment": REQUIRED, "model.name": REQUIRED,
                 "register.model_name": REQUIRED,
                 **{f"data.{key}": REQUIRED for key in REQUIRED_DATA},
-                **{f"data.{key}": value for key, value in DATA_DEFAULTS.items()}}
+                **{f"data.{key}": value for key, value in DATA_DEFAULTS.items()},
+                **{f"evaluate.{key}": value for key, value in EVALUATE_DEFAULTS.items()}}
     assert set(stated) == set(expected), (f"README params.yaml table: missing {sorted(set(expected) - set(stated))}, "
                                           f"unknown {sorted(set(stated) - set(expected))}")
     for key, value in stated.items():
@@ -252,6 +254,13 @@ def test_a_data_key_left_out_takes_its_default(tmp_path, key):
     native = dict(zip(("image_size", "channels"), NATIVE_SHAPE[data.source]))
     expected = native[key] if key in native and DATA_DEFAULTS[key] is None else DATA_DEFAULTS[key]
     assert same(getattr(data, key), expected)
+
+
+@pytest.mark.parametrize("key", sorted(EVALUATE_DEFAULTS))
+def test_an_evaluate_key_left_out_takes_its_default(tmp_path, key):
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(_shipped_without("evaluate", key)))
+    assert getattr(config.load_params(path).evaluate, key) == EVALUATE_DEFAULTS[key]
 
 
 def test_the_pixel_limit_default_is_pillows():

@@ -17,6 +17,8 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 import mlflow
+import numpy as np
+import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
@@ -87,6 +89,21 @@ def test_dvc_repro_end_to_end(project_repo, tiny_params):
     prepared = json.loads((repo / "data/prepared/summary.json").read_text())
     assert 0.9 <= metrics["test_accuracy"] <= 1  # it learns: 97-98% over seeds 7-9, chance is 10%
     assert metrics["test_examples"] == prepared["splits"]["test"]["count"] > 300
+    assert metrics["test_top_k_accuracy"] >= metrics["test_accuracy"] and 0 < metrics["test_macro_f1"] <= 1
+    assert 0 <= metrics["test_ece"] < 0.2
+    # Each test image's prediction, by content hash (the manifest's), for comparisons image by image.
+    predictions = pd.read_parquet(repo / "reports/predictions.parquet")
+    manifest = pd.read_parquet(repo / "data/prepared/manifest.parquet")
+    assert predictions["sha256"].tolist() == manifest.loc[manifest["split"] == "test", "sha256"].tolist()
+    assert (predictions["label"] == manifest.loc[manifest["split"] == "test", "label_index"].to_numpy()).all()
+    probabilities = np.stack(predictions["probabilities"].to_numpy())
+    assert probabilities.shape == (metrics["test_examples"], 10) and np.allclose(probabilities.sum(1), 1, atol=1e-4)
+    assert (probabilities.argmax(1) == predictions["predicted"]).all()
+    assert (predictions["predicted"] == predictions["label"]).mean() == pytest.approx(metrics["test_accuracy"])
+    per_class = pd.read_csv(repo / "reports/per_class.csv")
+    assert per_class["class"].astype(str).tolist() == prepared["class_names"]
+    assert per_class["support"].sum() == metrics["test_examples"]
+    assert per_class["f1"].mean() == pytest.approx(metrics["test_macro_f1"], abs=1e-5)
     shown = run(["dvc", "metrics", "show"], repo).stdout
     assert "test_accuracy" in shown
 
@@ -100,7 +117,8 @@ def test_dvc_repro_end_to_end(project_repo, tiny_params):
     assert tracked.info.artifact_uri.startswith((repo / "mlartifacts").resolve().as_uri() + "/")
     assert not (repo / "mlruns").exists()
     assert {a.path for a in client.list_artifacts(run_id, "reports")} >= {
-        "reports/history.csv", "reports/curves.png", "reports/confusion_matrix.png", "reports/metrics.json"}
+        "reports/history.csv", "reports/curves.png", "reports/confusion_matrix.png", "reports/metrics.json",
+        "reports/per_class.csv", "reports/predictions.parquet"}
     assert tracked.data.params["train.epochs"] == "2" and tracked.data.params["model.depth"] == "8"
     assert {"loss", "accuracy", "val_loss", "val_accuracy", "learning_rate", "test_accuracy"} <= set(tracked.data.metrics)
     assert len(client.get_metric_history(run_id, "val_accuracy")) == 2

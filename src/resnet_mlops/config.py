@@ -45,6 +45,11 @@ DATA_DEFAULTS = {
     "url": CIFAR10_URL,
     "md5": CIFAR10_MD5,
 }
+# The evaluate keys and their values when params.yaml leaves them out (the section itself is required).
+EVALUATE_DEFAULTS = {
+    "top_k": 5,                 # test_top_k_accuracy: the true class among the k most probable
+    "calibration_bins": 15,     # equal-width confidence bins of test_ece
+}
 OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULES = ("constant", "step", "cosine", "onecycle")
 _REQUIRED = object()
@@ -119,6 +124,12 @@ class TrainSettings:
 
 
 @dataclass(frozen=True)
+class EvaluateSettings:
+    top_k: int
+    calibration_bins: int
+
+
+@dataclass(frozen=True)
 class RegisterSettings:
     model_name: str
 
@@ -130,6 +141,7 @@ class Params:
     data: DataSettings
     model: ModelSettings
     train: TrainSettings
+    evaluate: EvaluateSettings
     register: RegisterSettings
     raw: dict[str, Any]
 
@@ -219,6 +231,7 @@ def load_params(path: str | Path = "params.yaml") -> Params:
         data=_data(top.section("data")),
         model=_model(top.section("model")),
         train=_train(top.section("train")),
+        evaluate=_evaluate(top.section("evaluate")),
         register=_register(top.section("register")),
         raw=raw,
     )
@@ -325,6 +338,16 @@ def _augment(s: _Section) -> AugmentSettings:
         flip=s.get("flip", bool),
         cutout=s.get("cutout", int, **_at_least(0, "an integer")),
         mixup=s.get("mixup", float, **_at_least(0)),
+    )
+    s.reject_unknown()
+    return settings
+
+
+def _evaluate(given: _Section) -> EvaluateSettings:
+    s = _Section(given.path, given.prefix, {**EVALUATE_DEFAULTS, **given.mapping})
+    settings = EvaluateSettings(
+        top_k=s.get("top_k", int, **_at_least(1, "an integer")),
+        calibration_bins=s.get("calibration_bins", int, **_at_least(1, "an integer")),
     )
     s.reject_unknown()
     return settings

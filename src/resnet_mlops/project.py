@@ -61,6 +61,15 @@ class Layout:
         return self.root / "reports" / "metrics.json"
 
     @property
+    def per_class(self) -> Path:
+        return self.root / "reports" / "per_class.csv"
+
+    @property
+    def predictions(self) -> Path:
+        """Each test image's prediction, by content hash: what a paired comparison reads."""
+        return self.root / "reports" / "predictions.parquet"
+
+    @property
     def confusion_csv(self) -> Path:
         return self.root / "reports" / "confusion.csv"
 

@@ -25,6 +25,7 @@ TINY_PARAMS = {
     "data": {"source": "digits", "path": None, "val_fraction": 0.15, "test_fraction": 0.2},
     "model": {"name": "resnet_cifar", "depth": 8},
     "train": {"epochs": 2, "batch_size": 64, "learning_rate": 0.01, "optimizer": "adam"},
+    "evaluate": {},
     "register": {"model_name": "tiny-digits"},
 }
 

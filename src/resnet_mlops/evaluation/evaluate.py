@@ -11,15 +11,16 @@ import json
 from resnet_mlops import atomic
 from resnet_mlops.config import Params
 from resnet_mlops.dataset.prepared import read_split, read_summary
-from resnet_mlops.evaluation.metrics import classification_metrics, confusion_matrix
+from resnet_mlops.evaluation.metrics import classification_metrics, confusion_matrix, per_class
 from resnet_mlops.evaluation.plots import write_confusion_csv, write_confusion_png
+from resnet_mlops.evaluation.tables import test_hashes, write_per_class_csv, write_predictions
 from resnet_mlops.models.saving import load_model
 from resnet_mlops.project import Layout
 
 
 def run(params: Params, layout: Layout) -> dict:
-    """Write reports/metrics.json and the confusion matrix, log both to the execution's run;
-    return `summary(layout)`. (It reads no params: the model and the test split say it all.)"""
+    """Write reports/metrics.json, the per-class table, each image's prediction and the confusion
+    matrix, and log them to the execution's run; return `summary(layout)`."""
     import mlflow
 
     from resnet_mlops import tracking
@@ -28,18 +29,25 @@ def run(params: Params, layout: Layout) -> dict:
     test = read_split(layout.prepared, "test")
     model = load_model(layout.model_file)
     probabilities = model.predict(test.images, batch_size=256, verbose=0)
-    metrics = classification_metrics(probabilities, test.labels)
+    settings = params.evaluate
+    metrics = classification_metrics(probabilities, test.labels, settings.top_k, settings.calibration_bins)
     predictions = probabilities.argmax(axis=1)
     matrix = confusion_matrix(test.labels, predictions, len(class_names))
 
-    with atomic.replace_together(layout.metrics, layout.confusion_csv, layout.confusion_png) as staged:
+    outputs = (layout.metrics, layout.per_class, layout.predictions, layout.confusion_csv, layout.confusion_png)
+    with atomic.replace_together(*outputs) as staged:
         atomic.write_json(staged[layout.metrics], metrics)
+        write_per_class_csv(staged[layout.per_class], per_class(test.labels, predictions, len(class_names)),
+                            class_names)
+        write_predictions(staged[layout.predictions], test_hashes(layout.prepared), test.labels, probabilities,
+                          class_names)
         write_confusion_csv(staged[layout.confusion_csv], test.labels, predictions, class_names)
         write_confusion_png(staged[layout.confusion_png], matrix, class_names,
                             f"test accuracy {metrics['test_accuracy']:.3f}")
         with tracking.reopen_run(layout.run_file):
             mlflow.log_metrics(metrics)
-            mlflow.log_artifact(str(staged[layout.confusion_png]), artifact_path="reports")
+            for output in (layout.per_class, layout.predictions, layout.confusion_png):
+                mlflow.log_artifact(str(staged[output]), artifact_path="reports")
             mlflow.log_dict(metrics, "reports/metrics.json")
     return summary(layout)
 
