@@ -188,6 +188,7 @@ def test_the_saved_file_loads_through_our_loader_and_mixed_precision_survives(tm
     import keras
 
     keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    keras.utils.set_random_seed(0)
     try:
         model = _trained_looking(build_model("resnet_cifar", SHAPE, CLASSES, depth=8, mean=0.5, std=0.2))
     finally:
@@ -197,7 +198,9 @@ def test_the_saved_file_loads_through_our_loader_and_mixed_precision_survives(tm
     assert loaded.get_layer("conv1_bn").dtype_policy.name == "mixed_bfloat16"
     assert loaded.output.dtype == "float32"
     pixels = _pixels(SHAPE)
-    np.testing.assert_allclose(loaded.predict(pixels, verbose=0), model.predict(pixels, verbose=0), atol=1e-2)
+    # Saved, the fused batch norm becomes Keras' own (other kernels, other bfloat16 roundings, whose
+    # 8-bit mantissa is good to ~0.4% a step): equal up to what bfloat16 can say through 8 layers.
+    np.testing.assert_allclose(loaded.predict(pixels, verbose=0), model.predict(pixels, verbose=0), atol=3e-2)
 
 
 def test_a_layer_only_this_package_could_load_is_refused():

@@ -16,9 +16,8 @@ from typing import Any, Callable
 
 import yaml
 
-from resnet_mlops import models
+from resnet_mlops import models, presets
 from resnet_mlops.errors import ConfigError
-from resnet_mlops import presets
 
 DATA_SOURCES = ("digits", "cifar10", "folder")
 # (image_size, channels) each source has when data.image_size / data.channels are null.
