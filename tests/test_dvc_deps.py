@@ -32,8 +32,13 @@ def module_file(name: str) -> Path | None:
 
 
 def imported_names(path: Path, package: str):
-    """Every module name `path` imports, function-level imports included (a stage runs those too)."""
-    return _names(ast.parse(path.read_text()), package)
+    """Every module name `path` imports, function-level imports included (a stage runs those too),
+    except in a module's `__getattr__`: that is an alias kept for unpickling old registered
+    versions (`serving.ResNetClassifier`), run only when such a pickle names it, and the one stage
+    that unpickles registered versions, `register`, imports their module itself."""
+    tree = ast.parse(path.read_text())
+    tree.body = [node for node in tree.body if not (isinstance(node, ast.FunctionDef) and node.name == "__getattr__")]
+    return _names(tree, package)
 
 
 def _names(tree: ast.AST, package: str):

@@ -104,8 +104,8 @@ def test_a_champion_of_other_images_is_refused_in_one_line_and_the_registry_is_k
     good_tree(repo / "data/raw/images", per_class=10)
     tiny_params["data"] = {**tiny_params["data"], "source": "folder", "path": "data/raw/images"}
     write_params(repo, tiny_params)
-    refused = ("champion v1 of 'tiny-digits' takes 8x8x1 images of 10 classes (0, 1, 2, 3, 4, ...), this data has "
-               "32x32x3 images of 3 classes (cat, dog, owl): they cannot be compared on one test set; nothing was "
+    refused = ("champion v1 of 'tiny-digits' takes 8x8x1 images of 10 classes (0, 1, 2, 3, 4, 5, 6, 7, 8, 9), this "
+               "data has 32x32x3 images of 3 classes (cat, dog, owl): they cannot be compared on one test set; nothing was "
                "registered (set another register.model_name for this data)")
     for attempt in ("first", "again"):
         done = run(["dvc", "repro"], repo, check=False)

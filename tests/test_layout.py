@@ -8,7 +8,7 @@ deferred). The direction rules hold for both:
 - nothing in a subpackage imports the entry points (`cli`, `run`, `stages`) or `pipeline/`;
 - the base modules (atomic, errors, project, console, presets) import no subpackage;
 - `dataset/` is the contract the stages read: it imports nothing of data/, training/,
-  evaluation/ or serving/;
+  evaluation/, serving/ or registry/;
 - `models/` builds networks only: it imports none of the other subpackages.
 
 Accepted on purpose: `config.py` (a top-level module, not a base one) imports `models/` to
@@ -29,11 +29,11 @@ import pytest
 PROJECT = Path(__file__).resolve().parents[1]
 SRC = PROJECT / "src"
 PACKAGE = "resnet_mlops"
-SUBPACKAGES = ("data", "dataset", "models", "training", "evaluation", "serving")
+SUBPACKAGES = ("data", "dataset", "models", "training", "evaluation", "serving", "registry")
 ENTRY_POINTS = (f"{PACKAGE}.cli", f"{PACKAGE}.run", f"{PACKAGE}.stages", "pipeline")
 BASE_MODULES = ("atomic", "errors", "project", "console", "presets")
-DATASET_MAY_NOT_IMPORT = ("data", "training", "evaluation", "serving")
-MODELS_MAY_NOT_IMPORT = ("data", "dataset", "training", "evaluation", "serving")
+DATASET_MAY_NOT_IMPORT = ("data", "training", "evaluation", "serving", "registry")
+MODELS_MAY_NOT_IMPORT = ("data", "dataset", "training", "evaluation", "serving", "registry")
 LEVELS = ("module-level", "function-level")
 
 

@@ -67,4 +67,4 @@ def test_run_names_say_the_model_the_data_and_what_differs_from_the_commit(repo,
     tiny_params["train"].update(epochs=3, batch_size=32, learning_rate=0.1, optimizer="sgd")
     write_params(repo, tiny_params)
     assert tracking.run_name("resnet20", {}, "digits") == (
-        "resnet20 · digits · train.batch_size=32 · train.epochs=3 · train.learning_rate=0.1 · +1 more")
+        "train.batch_size=32 · train.epochs=3 · train.learning_rate=0.1 · +1 more · resnet20 · digits")

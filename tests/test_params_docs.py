@@ -20,7 +20,7 @@ import pytest
 import yaml
 
 from resnet_mlops import config, presets
-from resnet_mlops.config import DATA_DEFAULTS, EVALUATE_DEFAULTS, NATIVE_SHAPE, AugmentSettings, DataSettings, TrainSettings
+from resnet_mlops.config import DATA_DEFAULTS, EVALUATE_DEFAULTS, REGISTER_DEFAULTS, NATIVE_SHAPE, AugmentSettings, DataSettings, TrainSettings
 from resnet_mlops.errors import ConfigError
 
 PROJECT = Path(__file__).resolve().parents[1]
@@ -221,7 +221,8 @@ def test_readme_params_table_states_every_key_and_default():
                 "register.model_name": REQUIRED,
                 **{f"data.{key}": REQUIRED for key in REQUIRED_DATA},
                 **{f"data.{key}": value for key, value in DATA_DEFAULTS.items()},
-                **{f"evaluate.{key}": value for key, value in EVALUATE_DEFAULTS.items()}}
+                **{f"evaluate.{key}": value for key, value in EVALUATE_DEFAULTS.items()},
+                **{f"register.{key}": value for key, value in REGISTER_DEFAULTS.items()}}
     assert set(stated) == set(expected), (f"README params.yaml table: missing {sorted(set(expected) - set(stated))}, "
                                           f"unknown {sorted(set(stated) - set(expected))}")
     for key, value in stated.items():
@@ -256,11 +257,13 @@ def test_a_data_key_left_out_takes_its_default(tmp_path, key):
     assert same(getattr(data, key), expected)
 
 
-@pytest.mark.parametrize("key", sorted(EVALUATE_DEFAULTS))
-def test_an_evaluate_key_left_out_takes_its_default(tmp_path, key):
+@pytest.mark.parametrize("section_name, key", [*(("evaluate", key) for key in sorted(EVALUATE_DEFAULTS)),
+                                               *(("register", key) for key in sorted(REGISTER_DEFAULTS))])
+def test_an_evaluate_or_register_key_left_out_takes_its_default(tmp_path, section_name, key):
     path = tmp_path / "params.yaml"
-    path.write_text(yaml.safe_dump(_shipped_without("evaluate", key)))
-    assert getattr(config.load_params(path).evaluate, key) == EVALUATE_DEFAULTS[key]
+    path.write_text(yaml.safe_dump(_shipped_without(section_name, key)))
+    defaults = {"evaluate": EVALUATE_DEFAULTS, "register": REGISTER_DEFAULTS}[section_name]
+    assert getattr(getattr(config.load_params(path), section_name), key) == defaults[key]
 
 
 def test_the_pixel_limit_default_is_pillows():

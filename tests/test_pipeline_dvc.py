@@ -81,10 +81,12 @@ def test_dvc_repro_end_to_end(project_repo, tiny_params):
     assert not noisy, "\n".join(noisy)
     for output in ("data/prepared/train_images.npy", "data/prepared/summary.json", "models/model.keras",
                    "models/run.json", "reports/history.csv", "reports/curves.png", "reports/metrics.json",
-                   "reports/confusion.csv", "reports/confusion_matrix.png", "reports/registration.json"):
+                   "reports/confusion.csv", "reports/confusion_matrix.png", "reports/confusion_normalised.png",
+                   "reports/reliability.csv", "reports/reliability.png", "reports/mistakes.png",
+                   "reports/registration.json", "reports/promotion.json", "reports/model_card.md"):
         assert (repo / output).is_file(), output
     plots = json.loads(run(["dvc", "plots", "show", "--json"], repo).stdout)["data"]
-    assert list(plots) == ["loss", "accuracy", "confusion"]  # no raw-file charts, no image twice
+    assert list(plots) == ["loss", "accuracy", "confusion", "reliability"]  # no raw-file charts, no image twice
     metrics = json.loads((repo / "reports/metrics.json").read_text())
     prepared = json.loads((repo / "data/prepared/summary.json").read_text())
     assert 0.9 <= metrics["test_accuracy"] <= 1  # it learns: 97-98% over seeds 7-9, chance is 10%
@@ -118,7 +120,8 @@ def test_dvc_repro_end_to_end(project_repo, tiny_params):
     assert not (repo / "mlruns").exists()
     assert {a.path for a in client.list_artifacts(run_id, "reports")} >= {
         "reports/history.csv", "reports/curves.png", "reports/confusion_matrix.png", "reports/metrics.json",
-        "reports/per_class.csv", "reports/predictions.parquet"}
+        "reports/per_class.csv", "reports/predictions.parquet", "reports/reliability.png", "reports/mistakes.png",
+        "reports/confusion_normalised.png", "reports/promotion.json", "reports/model_card.md"}
     assert tracked.data.params["train.epochs"] == "2" and tracked.data.params["model.depth"] == "8"
     assert {"loss", "accuracy", "val_loss", "val_accuracy", "learning_rate", "test_accuracy"} <= set(tracked.data.metrics)
     assert len(client.get_metric_history(run_id, "val_accuracy")) == 2
@@ -126,13 +129,23 @@ def test_dvc_repro_end_to_end(project_repo, tiny_params):
     assert tracked.data.tags["data.dvc_hash"].endswith(".dir")
     champion = client.get_model_version_by_alias("tiny-digits", "champion")
     assert str(champion.version) == "1" and champion.run_id == run_id
-    assert champion.tags["champion_reason"] == "no champion yet"
+    assert champion.tags["champion_reason"].startswith("the first version (no champion before it): test accuracy 0.9")
+    # Every version carries its lineage, params hash, run and headline metrics; the newest holds @challenger.
+    for key in ("git.commit", "data.dvc_hash", "data.content_hash", "params.hash", "reproduce"):
+        assert champion.tags[key] == tracked.data.tags[key], key
+    assert champion.tags["run_id"] == run_id and champion.tags["test_accuracy"] == f"{metrics['test_accuracy']:.4f}"
+    assert champion.tags["test_macro_f1"] == f"{metrics['test_macro_f1']:.4f}"
+    assert str(client.get_model_version_by_alias("tiny-digits", "challenger").version) == "1"
+    verdict = json.loads((repo / "reports/promotion.json").read_text())
+    assert verdict["decision"] == "promoted" and verdict["servable"] and verdict["champion_version"] is None
+    assert "Decision: **promoted**" in (repo / "reports/model_card.md").read_text()
     # In the dashboard: runs named to differ at a glance, descriptions saying who is champion and why.
     assert tracked.info.run_name == "resnet_cifar(depth=8) · digits"
-    assert champion.description.startswith("@champion: test accuracy 0.9") and "no champion yet" in champion.description
-    assert client.get_registered_model("tiny-digits").description == (
-        "ResNet image classifier: 8x8x1 images from data.source digits into 10 classes (0, 1, 2, 3, 4, ...). "
-        "@champion is version 1: no champion yet.")
+    assert champion.description.startswith("promoted when registered (macro-F1 0.9") and "the first version" in (
+        champion.description)
+    assert client.get_registered_model("tiny-digits").description.startswith(
+        "ResNet image classifier: 8x8x1 digits images into 10 classes (0, 1, 2, 3, 4, 5, 6, 7, 8, 9). "
+        "@champion is version 1: the first version (no champion before it): test accuracy 0.9")
     with tracking_store(client_uri):
         served = mlflow.models.get_model_info("models:/tiny-digits/1").signature
         keras_flavor = mlflow.models.get_model_info(f"runs:/{run_id}/keras_model").signature
@@ -162,14 +175,17 @@ def test_dvc_repro_end_to_end(project_repo, tiny_params):
     second = client.get_model_version("tiny-digits", "2")
     assert str(client.get_model_version_by_alias("tiny-digits", "champion").version) == "1"
     assert second.tags["champion_decision"] == "not promoted"
-    assert "does not beat champion v1" in second.tags["champion_reason"]
+    assert " vs champion v1's " in second.tags["champion_reason"]
+    assert "is not ahead by register.min_delta 0" in second.tags["champion_reason"]
+    assert int(second.tags["gate.b"]) > 300 and second.tags["gate.champion_version"] == "1"
+    assert str(client.get_model_version_by_alias("tiny-digits", "challenger").version) == "2"
     registration = json.loads((repo / "reports/registration.json").read_text())
     assert registration["version"] == 2 and registration["champion"] is False
     assert second.run_id == registration["run_id"] != run_id
-    assert client.get_run(second.run_id).info.run_name == "resnet_cifar(depth=8) · digits · train.learning_rate=0.0"
-    assert second.description.startswith("not promoted: test accuracy ") and "does not beat champion v1" in (
+    assert client.get_run(second.run_id).info.run_name == "train.learning_rate=0.0 · resnet_cifar(depth=8) · digits"
+    assert second.description.startswith("not promoted when registered (macro-F1 ") and " vs champion v1's " in (
         second.description)
-    assert client.get_registered_model("tiny-digits").description.endswith("@champion is version 1: no champion yet.")
+    assert "@champion is version 1: the first version" in client.get_registered_model("tiny-digits").description
 
     # 4. Changing train.epochs reruns train, evaluate and register, never prepare.
     tiny_params["train"]["epochs"] = 1

@@ -79,23 +79,18 @@ def test_it_unpickles_by_the_old_path_alone(registered):
     assert done.stdout.split() == ["resnet_mlops.serving.pyfunc", "ResNetClassifier", "['zero',", "'one',", "'two']"]
 
 
-def test_the_register_stage_rescores_it_as_champion(registered, tmp_path):
-    """`register` re-scores a champion recorded on another test set: the old version's model runs."""
-    from resnet_mlops.dataset.prepared import Split, write_arrays
-    from resnet_mlops.project import Layout
-    from resnet_mlops.registry import champion_accuracy, current_champion
+def test_the_register_stage_rescores_it_as_champion(registered):
+    """`register` re-scores the champion on the current test set: the old version's model runs."""
+    from resnet_mlops.registry.rescore import load_comparable, rescore
+    from resnet_mlops.registry.store import current_champion
 
-    layout = Layout(tmp_path / "project")
-    layout.prepared.mkdir(parents=True)
     labels = np.array([0, 1, 2, 0, 1, 2], dtype=np.int64)
-    write_arrays(layout.prepared, "test", Split(pixels(6), labels))
-    (layout.prepared / "summary.json").write_text(json.dumps({"format": "arrays", "class_names": CLASSES,
-                                                              "image_shape": [8, 8, 1]}))
     champion = current_champion(MlflowClient(), NAME)
-    accuracy, source = champion_accuracy(champion, layout, "another test set")
-    assert source == "re-scored on this test set"
+    served = load_comparable(champion, {"class_names": CLASSES, "image_shape": [8, 8, 1]})
+    comparison = rescore(served, pixels(6), labels, labels, CLASSES)  # against a challenger right on all 6
     expected = mlflow.pyfunc.load_model(f"models:/{NAME}/1").predict(pixels(6))["class_index"].to_numpy()
-    assert accuracy == pytest.approx(float(np.mean(expected == labels)))
+    assert comparison.champion_accuracy == pytest.approx(float(np.mean(expected == labels)))
+    assert comparison.b == 0 and comparison.c == int(np.sum(expected != labels))
 
 
 def png(image: np.ndarray) -> bytes:

@@ -1,17 +1,14 @@
-"""The champion rule of the register stage (`registry.decide`), every branch, against a real registry.
-
-A new version takes `@champion` when there is no champion, when it comes from the champion's own
-training run, or when its test accuracy beats the champion's on the same test set; a tie or worse
-does not. A champion scored on another test set is re-scored on this one first, by running its
-registered model, and the rule then uses that figure. The reason names the champion version and
-where its figure came from.
-
-The store is a real SQLite MLflow registry holding real registered versions of two tiny pyfuncs
-(logged by `serving.pyfunc.log_classifier`, as the register stage logs them) whose accuracy on
-the test split below is known by construction (and a champion that cannot be compared, or
-cannot be read, stops the stage in one sentence before anything is registered):
+"""Reading the registry before the register stage decides anything (`registry.store`, `registry.rescore`),
+against a real SQLite MLflow registry holding real registered versions of two tiny pyfuncs
+(logged by `serving.pyfunc.log_classifier`, as the register stage logs them):
     reads_pixels  predicts the class whose marker pixel is lit: right on 6 of 8 images (0.75)
     always_2      predicts class 2 whatever the image: right on 4 of 8 (0.5)
+
+Who holds @champion; the champion re-scored through its registered model on this test set; and a
+champion that cannot be compared (another image shape or class set, one that no longer loads, a
+registry that cannot be read) stopping the stage in one sentence before anything is registered.
+The gate that judges (tests/test_promotion_gate.py) and the stage around it
+(tests/test_register_stage.py) are tested apart.
 """
 
 from __future__ import annotations
@@ -30,7 +27,8 @@ from resnet_mlops.dataset.prepared import Split, write_arrays
 from resnet_mlops.errors import UserError
 from resnet_mlops.models.saving import save_model
 from resnet_mlops.project import CHAMPION, Layout
-from resnet_mlops.registry import Decision, current_champion, decide
+from resnet_mlops.registry.rescore import load_comparable, rescore
+from resnet_mlops.registry.store import current_champion
 from resnet_mlops.serving.pyfunc import log_classifier
 from support.served_model import free_port
 from support.tracking_uri import tracking_store
@@ -40,7 +38,6 @@ MARKERS = [0, 0, 1, 1, 2, 2, 0, 1]  # the class each image's lit pixel stands fo
 LABELS = [0, 0, 1, 1, 2, 2, 2, 2]   # the truth: the last two images' markers lie
 ACCURACY = {"reads_pixels": 0.75, "always_2": 0.5}
 OTHER_TEST_SET = "0" * 64  # the test_set_hash of a test set that is not this one
-ANOTHER_RUN = "f" * 32
 
 
 @dataclass(frozen=True)
@@ -133,66 +130,25 @@ def register(client: MlflowClient, store: Store, versions: list[str], champion: 
     return current_champion(client, name)
 
 
-def test_a_model_never_registered_has_no_champion_and_its_first_version_is_promoted(client, store):
+def test_a_model_never_registered_has_no_champion(client):
     assert current_champion(client, "never-registered") is None
-    assert decide(0.1, ANOTHER_RUN, None, store.layout, store.test_hash) == Decision(True, "no champion yet")
 
 
 def test_versions_none_of_which_holds_the_alias_are_no_champion(client, store):
-    champion = register(client, store, ["reads_pixels", "always_2"])
-    assert champion is None
-    assert decide(0.1, ANOTHER_RUN, champion, store.layout, store.test_hash).promote
+    assert register(client, store, ["reads_pixels", "always_2"]) is None
 
 
-def test_a_version_of_the_champions_own_training_run_is_promoted_whatever_its_accuracy(client, store):
-    champion = register(client, store, ["always_2", "reads_pixels"], champion=2,
-                        tags={"test_set_hash": store.test_hash, "test_accuracy": "0.75"})
-    assert champion.run_id == store.run_ids["reads_pixels"]  # the premise: the version knows its run
-
-    decision = decide(0.0, store.run_ids["reads_pixels"], champion, store.layout, store.test_hash)
-    assert decision.promote and decision.champion_version == champion.version == 2
-    assert decision.reason == "the same training run as champion v2, packaged with the current serving code"
-
-
-def test_better_accuracy_than_the_champions_recorded_on_the_same_test_set_is_promoted(client, store):
-    # The recorded 0.5 is what counts, not the 0.75 a re-score would give: 0.6 beats only the former.
+def test_the_champion_is_re_scored_through_its_registered_model(client, store):
+    # v1 and v3 would score 0.5: the figure 0.75 is the champion's (v2) own model, run on this test set.
     champion = register(client, store, ["always_2", "reads_pixels", "always_2"], champion=2,
-                        tags={"test_set_hash": store.test_hash, "test_accuracy": "0.5"})
-    decision = decide(0.6, ANOTHER_RUN, champion, store.layout, store.test_hash)
-    assert decision == Decision(True, "test accuracy 0.6000 beats champion v2's 0.5000 (recorded on the same "
-                                      "test set)", champion.version, 0.5)
-
-
-@pytest.mark.parametrize("accuracy", [0.5, 0.4], ids=["equal", "worse"])
-def test_equal_or_worse_accuracy_on_the_same_test_set_is_not_promoted(client, store, accuracy):
-    champion = register(client, store, ["always_2", "reads_pixels"], champion=2,
-                        tags={"test_set_hash": store.test_hash, "test_accuracy": "0.5"})
-    decision = decide(accuracy, ANOTHER_RUN, champion, store.layout, store.test_hash)
-    assert decision == Decision(False, f"test accuracy {accuracy:.4f} does not beat champion v2's 0.5000 "
-                                       f"(recorded on the same test set)", champion.version, 0.5)
-
-
-@pytest.mark.parametrize("recorded, accuracy, promote", [
-    (0.9, 0.8, True),    # beats the re-scored 0.75, though not the 0.9 recorded on the other test set
-    (0.5, 0.7, False),   # beats the recorded 0.5, but not the re-scored 0.75
-    (0.5, 0.75, False),  # ties the re-scored figure
-], ids=["beats-the-re-score", "does-not-beat-the-re-score", "ties-the-re-score"])
-def test_a_champion_scored_on_another_test_set_is_re_scored_on_this_one(client, store, recorded, accuracy,
-                                                                        promote):
-    # v1 and v3 would re-score 0.5: the figure 0.75 is the champion's (v2) own model, run on this test set.
-    champion = register(client, store, ["always_2", "reads_pixels", "always_2"], champion=2,
-                        tags={"test_set_hash": OTHER_TEST_SET, "test_accuracy": repr(recorded)})
-    decision = decide(accuracy, ANOTHER_RUN, champion, store.layout, store.test_hash)
-    verdict = "beats" if promote else "does not beat"
-    assert decision == Decision(promote, f"test accuracy {accuracy:.4f} {verdict} champion v2's 0.7500 "
-                                         f"(re-scored on this test set)", champion.version, 0.75)
-
-
-def test_a_champion_without_a_recorded_accuracy_is_re_scored(client, store):
-    champion = register(client, store, ["reads_pixels"], champion=1, tags={"test_set_hash": store.test_hash})
-    decision = decide(0.7, ANOTHER_RUN, champion, store.layout, store.test_hash)
-    assert decision == Decision(False, "test accuracy 0.7000 does not beat champion v1's 0.7500 (re-scored "
-                                       "on this test set)", champion.version, 0.75)
+                        tags={"test_accuracy": "0.1"})  # a recorded figure is never what counts
+    assert champion.run_id == store.run_ids["reads_pixels"]
+    split = marked_images()
+    served = load_comparable(champion, json.loads((store.layout.prepared / "summary.json").read_text()))
+    comparison = rescore(served, split.images, split.labels, np.full(len(LABELS), 2), CLASSES)
+    assert comparison.champion_accuracy == ACCURACY["reads_pixels"]
+    assert comparison.challenger_accuracy == ACCURACY["always_2"]
+    assert (comparison.b, comparison.c) == (4, 2)  # markers 0, 0, 1, 1 vs the two lying images
 
 
 def other_data(tmp_path, class_names: list[str]) -> Layout:
@@ -207,7 +163,7 @@ def other_data(tmp_path, class_names: list[str]) -> Layout:
 def test_a_champion_of_another_class_set_is_refused_in_one_sentence(client, store, tmp_path):
     champion = register(client, store, ["reads_pixels"], champion=1, tags={"test_set_hash": OTHER_TEST_SET})
     with pytest.raises(UserError) as refused:
-        decide(0.9, ANOTHER_RUN, champion, other_data(tmp_path, ["a", "b", "c"]), "another test set")
+        load_comparable(champion, json.loads((other_data(tmp_path, ["a", "b", "c"]).prepared / "summary.json").read_text()))
     assert str(refused.value) == (
         f"champion v1 of '{champion.name}' takes 8x8x1 images of 3 classes (zero, one, two), this data has "
         f"8x8x1 images of 3 classes (a, b, c): they cannot be compared on one test set; nothing was registered "
@@ -224,7 +180,7 @@ def test_a_champion_that_no_longer_loads_is_named_in_one_sentence(client, store,
     logged = client.get_logged_model(uri.removeprefix("models:/"))
     (Path(logged.artifact_location.removeprefix("file://")) / "artifacts" / "broken.keras").unlink()  # its weights
     with pytest.raises(UserError) as refused:
-        decide(0.9, ANOTHER_RUN, current_champion(client, name), store.layout, store.test_hash)
+        load_comparable(current_champion(client, name), {"image_shape": [8, 8, 1], "class_names": CLASSES})
     message = str(refused.value)
     assert message.startswith(f"champion v1 of '{name}' no longer loads (") and "\n" not in message
     assert message.endswith("nothing was registered (fix or move @champion, or set another register.model_name)")

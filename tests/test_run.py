@@ -22,7 +22,7 @@ def test_run_sets_up_git_and_dvc_then_reports(tmp_path, tiny_params, monkeypatch
     accuracy = float(re.search(r"^test accuracy      (\d\.\d{4})  \(\d+ test images\)$", out, re.M).group(1))
     assert 0.9 <= accuracy <= 1  # the tiny config learns (97-98%); chance is 10%
     assert "registered model   tiny-digits version 1" in out
-    assert "@champion          yes: no champion yet" in out
+    assert "@champion          yes: the first version (no champion before it): test accuracy 0.9" in out
     assert f"mlflow ui --backend-store-uri sqlite:///{folder.resolve()}/mlflow.db" in out
     assert "serve the champion (models:/tiny-digits@champion) at http://127.0.0.1:5001/invocations:" in out
     assert "/resnet-mlops serve\n" in out
@@ -35,9 +35,9 @@ def test_run_sets_up_git_and_dvc_then_reports(tmp_path, tiny_params, monkeypatch
     # Nothing changed: it says so, and does not replay the first run's decision as news.
     again = run(["resnet-mlops", "run"], folder).stdout
     assert "== resnet-mlops: nothing to do, every stage is up to date (the last run's results) ==" in again
-    assert "@champion          yes, decided by the last run: no champion yet" in again
+    assert "@champion          yes, decided by the last run: the first version" in again
     assert "registered model   tiny-digits version 1 (by the last run)" in again
-    assert "@champion          yes: no champion yet" not in again
+    assert "@champion          yes: the first version" not in again
 
     # Committed as the summary says, the next summary has nothing to ask.
     (folder / ".gitignore").write_text("mlflow.db\nmlartifacts/\n")  # as the project's own .gitignore has it

@@ -1,5 +1,5 @@
 """`resnet-mlops`: one subcommand per DVC stage, plus the whole pipeline, serving, batch prediction,
-a version's lineage and the model list.
+the champion and its history, rollback, a version's lineage and the model list.
 
 Every command validates the whole params file before doing anything, and turns
 a user's mistake into one line on stderr and exit status 2 (no traceback).
@@ -78,10 +78,29 @@ def _predict(args) -> int:
 
 def _lineage(args) -> int:
     from resnet_mlops import tracking
-    from resnet_mlops.registry import lineage
+    from resnet_mlops.registry.lineage import lineage
 
     tracking.configure()
-    print(lineage(args.model or _champion(args.params)))
+    print(lineage(args.model_uri or args.model or _champion(args.params)))
+    return 0
+
+
+def _registry_command(args) -> int:
+    """`champion` and `rollback`: the registry of register.model_name in --params."""
+    from mlflow.tracking import MlflowClient
+
+    from resnet_mlops import tracking
+    from resnet_mlops.config import load_params
+    from resnet_mlops.project import Layout
+    from resnet_mlops.registry import rollback
+
+    name = load_params(args.params).register.model_name
+    tracking.configure()
+    client = MlflowClient()
+    if args.command == "champion":
+        print(rollback.show(client, name, args.history))
+    else:
+        print(rollback.rollback(client, name, args.to, Layout()))
     return 0
 
 
@@ -133,8 +152,19 @@ def build_parser() -> argparse.ArgumentParser:
     predicting.set_defaults(handler=_predict)
     tracing = commands.add_parser("lineage", help="how a registered version was made: commit, data, params, "
                                                   "and the commands that rebuild it")
+    tracing.add_argument("model_uri", nargs="?", metavar="MODEL_URI",
+                         help="models:/<name>/<version> or models:/<name>@<alias> (same as --model)")
     _add_model_arguments(tracing)
     tracing.set_defaults(handler=_lineage)
+    holding = commands.add_parser("champion", help="which version holds @champion, since when and why")
+    holding.add_argument("--history", action="store_true", help="every move of @champion: who, when, why")
+    holding.add_argument("--params", default="params.yaml", help="params file naming the model (default: params.yaml)")
+    holding.set_defaults(handler=_registry_command)
+    rolling = commands.add_parser("rollback", help="move @champion back to an earlier version, if it still serves")
+    rolling.add_argument("--to", type=_positive, metavar="VERSION",
+                         help="the version to restore (default: the one that held @champion before)")
+    rolling.add_argument("--params", default="params.yaml", help="params file naming the model (default: params.yaml)")
+    rolling.set_defaults(handler=_registry_command)
     listing = commands.add_parser("models", help="model names with their parameters and MACs")
     listing.add_argument("names", nargs="*", help="only these models (default: every one that takes the input)")
     listing.add_argument("--input-shape", default="32x32x3", help="HxWxC (default: 32x32x3)")

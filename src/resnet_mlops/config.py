@@ -49,6 +49,15 @@ EVALUATE_DEFAULTS = {
     "top_k": 5,                 # test_top_k_accuracy: the true class among the k most probable
     "calibration_bins": 15,     # equal-width confidence bins of test_ece
 }
+# The register keys (the promotion gate's thresholds) and their values when params.yaml leaves them
+# out; `model_name` is required.
+REGISTER_DEFAULTS = {
+    "min_delta": 0.0,           # accuracy must be at least the champion's plus this
+    "alpha": 0.05,              # McNemar's one-sided exact p-value must be below this
+    "max_class_drop": 0.05,     # no class's recall may fall by more than this
+    "min_accuracy": 0.0,        # the absolute floor of test accuracy
+    "force": False,             # promote whatever the gate says (recorded as an override)
+}
 OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULES = ("constant", "step", "cosine", "onecycle")
 _REQUIRED = object()
@@ -131,6 +140,11 @@ class EvaluateSettings:
 @dataclass(frozen=True)
 class RegisterSettings:
     model_name: str
+    min_delta: float
+    alpha: float
+    max_class_drop: float
+    min_accuracy: float
+    force: bool
 
 
 @dataclass(frozen=True)
@@ -352,9 +366,16 @@ def _evaluate(given: _Section) -> EvaluateSettings:
     return settings
 
 
-def _register(s: _Section) -> RegisterSettings:
+def _register(given: _Section) -> RegisterSettings:
+    s = _Section(given.path, given.prefix, {**REGISTER_DEFAULTS, **given.mapping})
     settings = RegisterSettings(
         model_name=s.get("model_name", str, check=lambda v: bool(v.strip()), expect="a non-empty string"),
+        min_delta=s.get("min_delta", float, check=lambda v: -1 <= v <= 1, expect="a number between -1 and 1"),
+        alpha=s.get("alpha", float, check=lambda v: 0 < v <= 1, expect="a number in (0, 1]"),
+        max_class_drop=s.get("max_class_drop", float, check=lambda v: 0 <= v <= 1,
+                             expect="a number between 0 and 1"),
+        min_accuracy=s.get("min_accuracy", float, check=lambda v: 0 <= v <= 1, expect="a number between 0 and 1"),
+        force=s.get("force", bool),
     )
     s.reject_unknown()
     return settings

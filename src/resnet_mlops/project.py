@@ -78,8 +78,36 @@ class Layout:
         return self.root / "reports" / "confusion_matrix.png"
 
     @property
+    def confusion_normalised_png(self) -> Path:
+        """The confusion matrix with each actual class's row divided by its count (recall on the diagonal)."""
+        return self.root / "reports" / "confusion_normalised.png"
+
+    @property
+    def reliability_csv(self) -> Path:
+        """The reliability diagram's data, per confidence bin (DVC plot data)."""
+        return self.root / "reports" / "reliability.csv"
+
+    @property
+    def reliability_png(self) -> Path:
+        return self.root / "reports" / "reliability.png"
+
+    @property
+    def mistakes_png(self) -> Path:
+        """The most confident mistakes on the test split, with true and predicted labels."""
+        return self.root / "reports" / "mistakes.png"
+
+    @property
     def registration(self) -> Path:
         return self.root / "reports" / "registration.json"
+
+    @property
+    def promotion(self) -> Path:
+        """The promotion gate's verdict on this execution's version, promoted or not."""
+        return self.root / "reports" / "promotion.json"
+
+    @property
+    def model_card(self) -> Path:
+        return self.root / "reports" / "model_card.md"
 
 
 def repository_root(start: Path | None = None) -> Path:

@@ -16,7 +16,7 @@ STAGES = {
     "prepare": "resnet_mlops.data.prepare",
     "train": "resnet_mlops.training.trainer",
     "evaluate": "resnet_mlops.evaluation.evaluate",
-    "register": "resnet_mlops.registry",
+    "register": "resnet_mlops.registry.register",
 }
 
 

@@ -121,14 +121,15 @@ def git_state() -> dict[str, str]:
 
 
 def run_name(model: str, options: dict, source: str) -> str:
-    """What the MLflow runs list shows for a run: the model, the data, and the params that differ
-    from the commit (as `dvc exp run -S` would set them), so that runs differ at a glance.
-    e.g. `resnet_cifar(depth=8) · digits · train.epochs=3`."""
+    """What the MLflow runs list shows for a run: the params that differ from the commit (as `dvc exp
+    run -S` would set them), the model and the data, so that runs differ at a glance. The changed
+    params come first: the runs list cuts names at about 25 characters.
+    e.g. `train.epochs=3 · resnet_cifar(depth=8) · digits`."""
     commit = _git("rev-parse", "HEAD")
     changed = (_param_overrides(commit) if commit else None) or []
     shown = changed[:3] + ([f"+{len(changed) - 3} more"] if len(changed) > 3 else [])
     arguments = ", ".join(f"{key}={value}" for key, value in sorted(options.items()))
-    return " · ".join([f"{model}({arguments})" if arguments else model, source, *shown])
+    return " · ".join([*shown, f"{model}({arguments})" if arguments else model, source])
 
 
 def dvc_output_hash(output: str, lock_file: str | Path = "dvc.lock") -> str | None:

@@ -38,17 +38,40 @@ def per_class(labels: np.ndarray, predictions: np.ndarray, num_classes: int) -> 
     return rows
 
 
-def expected_calibration_error(probabilities: np.ndarray, labels: np.ndarray, bins: int) -> float:
-    """Top-label ECE with `bins` equal-width confidence bins over (0, 1] (Guo et al. 2017):
-    the mean over images of |accuracy - confidence| of the bin each image's confidence falls in."""
+def reliability_table(probabilities: np.ndarray, labels: np.ndarray, bins: int) -> list[dict]:
+    """The reliability diagram's rows, one per non-empty equal-width confidence bin
+    (i/bins, (i+1)/bins] of the top label, in order: its edges, the mean confidence and the
+    accuracy of the images in it, and their count. The ECE is computed from these same rows."""
     confidence = probabilities.max(axis=1)
     correct = probabilities.argmax(axis=1) == labels
     which = np.clip(np.ceil(confidence * bins).astype(int) - 1, 0, bins - 1)  # (i/bins, (i+1)/bins]
-    total = 0.0
+    rows = []
     for index in np.unique(which):
         members = which == index
-        total += members.sum() * abs(correct[members].mean() - confidence[members].mean())
-    return float(total / len(labels)) if len(labels) else 0.0
+        rows.append({"lower": float(index / bins), "upper": float((index + 1) / bins),
+                     "confidence": float(confidence[members].mean()), "accuracy": float(correct[members].mean()),
+                     "count": int(members.sum())})
+    return rows
+
+
+def expected_calibration_error(probabilities: np.ndarray, labels: np.ndarray, bins: int) -> float:
+    """Top-label ECE with `bins` equal-width confidence bins over (0, 1] (Guo et al. 2017):
+    the mean over images of |accuracy - confidence| of the bin each image's confidence falls in."""
+    return calibration_error(reliability_table(probabilities, labels, bins))
+
+
+def calibration_error(table: list[dict]) -> float:
+    """The ECE of a `reliability_table`: its bins' |accuracy - confidence|, weighted by count."""
+    images = sum(row["count"] for row in table)
+    total = sum(row["count"] * abs(row["accuracy"] - row["confidence"]) for row in table)
+    return float(total / images) if images else 0.0
+
+
+def row_normalised(matrix: np.ndarray) -> np.ndarray:
+    """A confusion matrix with each actual class's row divided by its count (recall on the
+    diagonal); the row of a class with no images stays zeros."""
+    counts = matrix.sum(axis=1, keepdims=True)
+    return np.divide(matrix, counts, out=np.zeros(matrix.shape), where=counts > 0)
 
 
 def confusion_matrix(labels: np.ndarray, predictions: np.ndarray, num_classes: int) -> np.ndarray:

@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 
 from resnet_mlops import atomic
+from resnet_mlops.errors import UserError
 
 
 def write_per_class_csv(path: Path, rows: list[dict], class_names: list[str]) -> None:
@@ -42,3 +43,16 @@ def write_predictions(path: Path, hashes: list[str], labels: np.ndarray, probabi
     })
     with atomic.atomic_path(path) as tmp:
         frame.to_parquet(tmp, index=False)
+
+
+def read_probabilities(path: Path, hashes: list[str]) -> np.ndarray:
+    """The class probabilities `write_predictions` wrote, in the order of `hashes` (the current test
+    split's); a file scored on another test set is refused, naming the stage that rewrites it."""
+    try:
+        frame = pd.read_parquet(path, columns=["sha256", "probabilities"])
+    except OSError:
+        raise UserError(f"{path} is missing; run the evaluate stage first") from None
+    if frame["sha256"].tolist() != list(hashes):
+        raise UserError(f"{path} holds the predictions for another test set than data/prepared's; "
+                        f"run the evaluate stage again (dvc repro)")
+    return np.stack(frame["probabilities"].to_numpy()) if len(frame) else np.zeros((0, 0), np.float32)

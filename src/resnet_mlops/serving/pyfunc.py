@@ -7,11 +7,9 @@ name, its index, its probability and the `top_k` most probable classes. It
 travels with its own copy of this package (`code_paths`), so a registered
 version keeps working after the code changes.
 
-Inference goes through `predict_on_batch` (one compiled call) rather than
-`model.predict`, whose per-call set-up costs more than the network itself takes
-on one image (figures: bench/RESULTS.md, Serving). Concurrent requests are run
-one model call at a time, those that arrive meanwhile stacked into the next call
-(`serving/microbatch.py`).
+Its class probabilities come from `serving/scorer.py`, the one prediction code the
+evaluate and register stages use too. Concurrent requests are run one model call at
+a time, those that arrive meanwhile stacked into the next call (`serving/microbatch.py`).
 
 The request's `params` are the model's to judge (`check_params`): `resnet-mlops
 serve` calls it before MLflow sees them (`serving/server.py`), since MLflow's own check,
@@ -34,11 +32,10 @@ import pandas as pd
 import resnet_mlops
 from resnet_mlops import tracking
 from resnet_mlops.serving import inputs
-from resnet_mlops.serving.microbatch import MicroBatcher
+from resnet_mlops.serving.scorer import Scorer
 
 KERAS_ARTIFACT = "keras_model"
 DEFAULT_TOP_K = 5
-_CHUNK = 256  # images per model call at most
 
 
 class ResNetClassifier(mlflow.pyfunc.PythonModel):
@@ -53,30 +50,21 @@ class ResNetClassifier(mlflow.pyfunc.PythonModel):
 
     def __init__(self, class_names: list[str]):
         self.class_names = list(class_names)
-        self.model = None
 
     @property
     def default_top_k(self) -> int:
         return min(DEFAULT_TOP_K, len(self.class_names))
 
     def load_context(self, context):
-        from resnet_mlops.models.saving import load_model
-
-        self.model = load_model(context.artifacts[KERAS_ARTIFACT])
-        self.image_shape = tuple(int(n) for n in self.model.input_shape[1:])
+        self.scorer = Scorer(context.artifacts[KERAS_ARTIFACT])
+        self.image_shape = self.scorer.image_shape
         if self.image_shape[0] != self.image_shape[1]:
             raise ValueError(f"the image policy makes square images; the model takes {self.image_shape}")
         self.limits = inputs.Limits.from_environment()
-        self._batcher = MicroBatcher(lambda pixels: np.asarray(self.model.predict_on_batch(pixels)), _CHUNK)
-        # Trace the compiled call for a batch of 1 and of any size now, not on the first requests.
-        for size in (1, 2):
-            self.probabilities(np.zeros((size, *self.image_shape), np.uint8))
 
     def probabilities(self, images: np.ndarray) -> np.ndarray:
-        """Class probabilities (N, classes) of a pixel batch (uint8, or floats 0..255)."""
-        pixels = np.asarray(images, dtype=np.float32)
-        parts = [self._batcher(pixels[start:start + _CHUNK]) for start in range(0, len(pixels), _CHUNK)]
-        return np.concatenate(parts) if parts else np.zeros((0, len(self.class_names)), np.float32)
+        """Class probabilities (N, classes) of a pixel batch (uint8, or floats 0..255): `Scorer`'s."""
+        return self.scorer.probabilities(images)
 
     def check_params(self, params) -> dict:
         """A request's `params` as `predict` takes them; an unknown key or a bad `top_k` is a 400."""

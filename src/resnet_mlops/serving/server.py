@@ -39,7 +39,7 @@ def choose_limits(**given: int | None) -> Limits:
 
 def resolve(model_uri: str) -> tuple[str, str]:
     """(the URI to serve, a description of what it is): aliases become the version they name now."""
-    from resnet_mlops.registry import registered_version
+    from resnet_mlops.registry.store import registered_version
 
     version = registered_version(model_uri)
     if version is None:

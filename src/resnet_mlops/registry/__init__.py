@@ -1,0 +1,1 @@
+"""The register stage and the registry around it: versions, `@champion`, its history and lineage."""
