@@ -34,7 +34,7 @@ def parts_of_the_gate(project: Path) -> dict[str, float]:
     import mlflow
     from mlflow.tracking import MlflowClient
 
-    from resnet_mlops import tracking
+    from resnet_mlops import console, tracking
     from resnet_mlops.dataset.prepared import read_split, read_summary
     from resnet_mlops.evaluation.tables import read_probabilities, test_hashes
     from resnet_mlops.project import Layout
@@ -44,6 +44,7 @@ def parts_of_the_gate(project: Path) -> dict[str, float]:
     from resnet_mlops.registry.store import current_champion
 
     layout = Layout(project)
+    console.import_quietly("keras")  # without TensorFlow's start-up notices, as the stage commands do
     with contextlib.chdir(project):
         tracking.configure()
         data, test = read_summary(layout.prepared), read_split(layout.prepared, "test")
