@@ -1,5 +1,6 @@
 """`resnet-mlops`: one subcommand per DVC stage, plus the whole pipeline, serving, batch prediction,
-the champion and its history, rollback, a version's lineage and the model list.
+the champion and its history, rollback, a version's lineage, sweeps, the CI report, the retraining
+schedule (deploy) and the model list.
 
 Every command validates the whole params file before doing anything, and turns
 a user's mistake into one line on stderr and exit status 2 (no traceback).
@@ -63,7 +64,8 @@ def _serve(args) -> int:
     from resnet_mlops.serving.server import choose_limits, serve
 
     limits = choose_limits(max_batch=args.max_batch, max_request_mb=args.max_request_mb)
-    serve(args.model or _champion(args.params), args.host, args.port, args.workers, args.timeout, limits)
+    serve(args.model or _champion(args.params), args.host, args.port, args.workers, args.timeout, limits,
+          follow_s=None if args.no_follow else args.follow_seconds)
     return 1  # serve() replaces this process; reaching here means it could not
 
 
@@ -104,6 +106,37 @@ def _registry_command(args) -> int:
     return 0
 
 
+def _report(args) -> int:
+    from resnet_mlops.ci_report import write_report
+
+    print(write_report(args.base, args.output, args.images), end="" if args.output is None else "\n")
+    return 0
+
+
+def _deploy(args) -> int:
+    """`deploy`: the logic is pipeline/deploy.py, beside this package in the project's checkout."""
+    from pathlib import Path
+
+    checkout = Path(__file__).resolve().parents[2]
+    if not (checkout / "pipeline" / "deploy.py").is_file():
+        raise UserError(f"deploy needs the project's checkout (pipeline/deploy.py), not found beside {checkout}")
+    if str(checkout) not in sys.path:
+        sys.path.insert(0, str(checkout))
+    from pipeline.deploy import deploy
+
+    deploy(".", cron=args.cron, tz=args.timezone, pool=args.pool, name=args.name, overrides=args.overrides,
+           model_name=args.model_name, epochs=args.epochs, paused=args.paused)
+    return 0
+
+
+def _sweep(args) -> int:
+    from resnet_mlops.config import load_params
+    from resnet_mlops.sweep import sweep
+
+    print(sweep(args.set, args.jobs, load_params(args.params).experiment))
+    return 0
+
+
 def _positive(text: str) -> int:
     try:
         value = int(text)
@@ -135,6 +168,11 @@ def build_parser() -> argparse.ArgumentParser:
     serving.add_argument("--port", type=_positive, default=5001, help="port (default: 5001)")
     serving.add_argument("--workers", type=_positive, default=1, help="server processes (default: 1)")
     serving.add_argument("--timeout", type=_positive, default=60, help="seconds one request may take (default: 60)")
+    serving.add_argument("--no-follow", action="store_true",
+                         help="serving an alias: keep the version it names now (default: follow the alias, "
+                              "switching to each new version once it loads and answers)")
+    serving.add_argument("--follow-seconds", type=_positive, default=10,
+                         help="how often the server asks the registry where the alias points (default: 10)")
     serving.add_argument("--max-batch", type=_positive,
                          help="images per request (default: $RESNET_MLOPS_MAX_BATCH or 256)")
     serving.add_argument("--max-request-mb", type=_positive,
@@ -165,6 +203,34 @@ def build_parser() -> argparse.ArgumentParser:
                          help="the version to restore (default: the one that held @champion before)")
     rolling.add_argument("--params", default="params.yaml", help="params file naming the model (default: params.yaml)")
     rolling.set_defaults(handler=_registry_command)
+    reporting = commands.add_parser("report", help="the CI retraining report in Markdown: params and metrics "
+                                                   "against a revision, the charts as PNG, the promotion decision")
+    reporting.add_argument("--base", default="HEAD", metavar="REV",
+                           help="the git revision to compare the workspace with (default: HEAD)")
+    reporting.add_argument("-o", "--output", metavar="FILE", help="the Markdown file (default: stdout)")
+    reporting.add_argument("--images", default="reports/ci", metavar="DIR",
+                           help="where the charts' PNG files go (default: reports/ci)")
+    reporting.set_defaults(handler=_report)
+    deploying = commands.add_parser("deploy", help="schedule the Prefect retrain flow: deployment retrain/<name> "
+                                                   "on a process work pool (needs PREFECT_API_URL)")
+    deploying.add_argument("--cron", default="0 3 * * *", help="when it runs (default: '0 3 * * *', nightly at 03:00)")
+    deploying.add_argument("--timezone", default="UTC", help="the cron's IANA timezone (default: UTC)")
+    deploying.add_argument("--pool", default="resnet-mlops", help="process work pool, created if missing "
+                                                                  "(default: resnet-mlops)")
+    deploying.add_argument("--name", default="nightly", help="the deployment's name (default: nightly)")
+    deploying.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                           help="a params override each run applies, as `dvc exp run -S` takes it (repeatable)")
+    deploying.add_argument("--model-name", help="shortcut for --set register.model_name=NAME")
+    deploying.add_argument("--epochs", type=_positive, help="shortcut for --set train.epochs=N")
+    deploying.add_argument("--paused", action="store_true", help="create it with its schedule paused")
+    deploying.set_defaults(handler=_deploy)
+    sweeping = commands.add_parser("sweep", help="a grid of DVC experiments; only the best goes through the "
+                                                 "promotion gate")
+    sweeping.add_argument("-S", "--set", action="append", default=[], metavar="KEY=V1,V2,...",
+                          help="a param and its values, as `dvc exp run -S` takes them (repeat for a grid)")
+    sweeping.add_argument("-j", "--jobs", type=_positive, default=1, help="experiments run at once (default: 1)")
+    sweeping.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
+    sweeping.set_defaults(handler=_sweep)
     listing = commands.add_parser("models", help="model names with their parameters and MACs")
     listing.add_argument("names", nargs="*", help="only these models (default: every one that takes the input)")
     listing.add_argument("--input-shape", default="32x32x3", help="HxWxC (default: 32x32x3)")

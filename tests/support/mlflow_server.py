@@ -6,6 +6,12 @@ one server, HTTP retries, errors that come back as JSON. `mlflow_server(tmp)` st
 folder under `tmp`, waits until `GET /health` answers, yields the http URI and stops the server
 (SIGTERM, then SIGKILL when it does not stop within seconds). The server's output goes to
 `tmp/server.log`, which a failing start quotes.
+
+A team's server (tests/test_servers.py) differs in what the keywords say: `backend_store_uri` (e.g.
+a PostgreSQL DSN from support/postgres.py) instead of the SQLite file, `artifacts_destination`: the
+artifacts uploaded and downloaded through the server (`--artifacts-destination`, runs' artifact URIs
+`mlflow-artifacts:/...`) instead of written by the clients into a folder they name, `app_name`
+(`basic-auth`: the login) and `env`: more environment for the server process.
 """
 
 from __future__ import annotations
@@ -13,75 +19,47 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
-import urllib.error
-import urllib.request
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
 from support.served_model import free_port
+from support.server_process import stop_group, wait_until_answers
 
 
 @contextmanager
-def mlflow_server(tmp: Path, workers: int = 2, port: int | None = None, start_s: float = 90) -> Iterator[str]:
-    """An `mlflow server` on SQLite under `tmp`, for the block; yields its `http://127.0.0.1:<port>`.
+def mlflow_server(tmp: Path, workers: int = 2, port: int | None = None, start_s: float = 90, *,
+                  backend_store_uri: str | None = None, artifacts_destination: Path | None = None,
+                  app_name: str | None = None, env: dict[str, str] | None = None) -> Iterator[str]:
+    """An `mlflow server` on SQLite under `tmp` (or `backend_store_uri`), for the block; yields its
+    `http://127.0.0.1:<port>`.
 
     `workers` > 1 makes the writers really concurrent: separate processes on one SQLite file, as a
     team server on one database is. `port`: one the caller chose (default: a free one).
+    `artifacts_destination`: a folder the server keeps the artifacts in, uploaded through it
+    (default: the clients write into `tmp/artifacts` themselves). `app_name`: `--app-name`.
+    `env`: set in the server's environment besides the tests' own.
     """
     tmp = Path(tmp)
     tmp.mkdir(parents=True, exist_ok=True)
     port = port or free_port()
     uri = f"http://127.0.0.1:{port}"
     command = [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
-               "--backend-store-uri", f"sqlite:///{tmp / 'mlflow.db'}",
-               "--default-artifact-root", (tmp / "artifacts").as_uri(), "--workers", str(workers)]
-    environment = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "1"}
+               "--backend-store-uri", backend_store_uri or f"sqlite:///{tmp / 'mlflow.db'}", "--workers", str(workers)]
+    if artifacts_destination is None:
+        command += ["--default-artifact-root", (tmp / "artifacts").as_uri()]
+    else:
+        command += ["--serve-artifacts", "--artifacts-destination", str(artifacts_destination)]
+    if app_name:
+        command += ["--app-name", app_name]
+    environment = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "1", **(env or {})}
     environment.pop("MLFLOW_TRACKING_URI", None)
     log = tmp / "server.log"
     with open(log, "wb") as output:
         server = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT, env=environment,
                                   start_new_session=True)
     try:
-        _wait_until_healthy(server, uri, log, start_s)
+        wait_until_answers(server, f"{uri}/health", log, start_s, "mlflow server")
         yield uri
     finally:
-        _stop(server)
-
-
-def _wait_until_healthy(server: subprocess.Popen, uri: str, log: Path, start_s: float) -> None:
-    deadline = time.monotonic() + start_s
-    while time.monotonic() < deadline:
-        if server.poll() is not None:
-            raise RuntimeError(f"mlflow server exited with {server.returncode} before answering:\n"
-                               f"{log.read_text(errors='replace')[-3000:]}")
-        try:
-            with urllib.request.urlopen(f"{uri}/health", timeout=2) as response:
-                if response.status == 200:
-                    return
-        except (urllib.error.URLError, ConnectionError, TimeoutError):
-            pass
-        time.sleep(0.2)
-    raise RuntimeError(f"mlflow server at {uri} did not answer /health within {start_s:.0f} s:\n"
-                       f"{log.read_text(errors='replace')[-3000:]}")
-
-
-def _stop(server: subprocess.Popen, grace_s: float = 10) -> None:
-    """SIGTERM to the server's process group (uvicorn's workers are its children), SIGKILL if needed."""
-    import signal
-
-    if server.poll() is not None:
-        return
-    try:
-        os.killpg(server.pid, signal.SIGTERM)
-    except ProcessLookupError:
-        return
-    try:
-        server.wait(timeout=grace_s)
-    except subprocess.TimeoutExpired:
-        try:
-            os.killpg(server.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        server.wait(timeout=grace_s)
+        stop_group(server)

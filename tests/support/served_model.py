@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import socket
 import subprocess
 import tempfile
@@ -27,6 +26,7 @@ from mlflow.tracking import MlflowClient
 
 from resnet_mlops.serving import pyfunc
 from support.project_repo import PROJECT
+from support.server_process import stop_group
 from support.tracking_uri import tracking_store
 
 CIFAR_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
@@ -135,26 +135,15 @@ def serving_process(args: list[str], cwd: Path, env: dict, port: int, startup_s:
                 break
             except OSError:
                 if server.poll() is not None or time.monotonic() > deadline:
-                    _stop(server)
+                    stop_group(server, grace_s=30)
                     log.seek(0)
                     raise AssertionError(f"server did not start:\n{log.read().decode(errors='replace')}")
                 time.sleep(0.5)
         yield base
     finally:
-        _stop(server)
+        stop_group(server, grace_s=30)
         if own_log:
             log.close()
-
-
-def _stop(server: subprocess.Popen) -> None:
-    if server.poll() is not None:
-        return
-    os.killpg(server.pid, signal.SIGTERM)
-    try:
-        server.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        os.killpg(server.pid, signal.SIGKILL)
-        server.wait()
 
 
 def frame_records(frame) -> list[dict]:

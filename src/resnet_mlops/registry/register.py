@@ -114,8 +114,8 @@ def run(params: Params, layout: Layout) -> dict:
                   "model_uri": champion_uri(name)}
         with atomic.replace_together(layout.promotion, layout.model_card, layout.registration) as staged:
             atomic.write_json(staged[layout.promotion], record)
-            staged[layout.model_card].write_text(model_card(data, active.data.params, metrics, layout.per_class,
-                                                                       record))
+            card = model_card(data, active.data.params, metrics, layout.per_class, record)
+            staged[layout.model_card].write_text(card)
             atomic.write_json(staged[layout.registration], result)
             for output in (layout.promotion, layout.model_card):
                 mlflow.log_artifact(str(staged[output]), artifact_path="reports")
