@@ -6,7 +6,7 @@ retries, logging of each stage's summary, a progress artifact, a run report and 
 link between the Prefect flow run and the MLflow run (through the
 RESNET_MLOPS_FLOW_RUN_ID environment variable, which the train stage records as a tag).
 The steps themselves (overrides, the workspace lock, the report, a failed run's
-MLflow run) live in pipeline/deploy.py; this module wires them.
+MLflow run) live in pipeline/steps.py; this module wires them.
 
 Run it locally (Prefect's ephemeral API is enough):  .venv/bin/python -m pipeline.flows
 Serve it on a schedule without a work pool:           .venv/bin/python -m pipeline.flows --serve
@@ -32,8 +32,8 @@ from prefect.artifacts import (create_markdown_artifact, create_progress_artifac
 from prefect.runtime import flow_run  # noqa: E402
 from prefect.tasks import exponential_backoff  # noqa: E402
 
-from pipeline import deploy  # noqa: E402
-from pipeline.deploy import StageFailed  # noqa: E402
+from pipeline import deploy, steps  # noqa: E402
+from pipeline.steps import StageFailed  # noqa: E402
 from resnet_mlops.config import load_params  # noqa: E402
 from resnet_mlops.errors import UserError  # noqa: E402
 from resnet_mlops.project import Layout, path_with_this_environment  # noqa: E402
@@ -99,18 +99,18 @@ def retrain(project_dir: str = ".", overrides: list[str] | None = None, model_na
     run_id = str(flow_run.id or "local")
     experiment_name = f"retrain-{run_id[:8]}"
     try:
-        applied = deploy.parameters_of(overrides, model_name, epochs)
+        applied = steps.parameters_of(overrides, model_name, epochs)
     except UserError as error:
         raise StageFailed("params", str(error), user_error=True) from None
     progress = create_progress_artifact(0.0, key="retrain-progress", description="retrain: starting")
     started: list[str] = []
     try:
-        with deploy.workspace_lock(project, f"flow run {run_id}"):
+        with steps.workspace_lock(project, f"flow run {run_id}"):
             summaries = _run_stages(project, applied, run_id, experiment_name, progress, started)
-            saved = deploy.save_experiment(project, experiment_name)
+            saved = steps.save_experiment(project, experiment_name)
             base = markdown_report(Layout(project))
             try:
-                report = deploy.report_markdown(project, run_id, saved, base)
+                report = steps.report_markdown(project, run_id, saved, base)
             except Exception as error:  # the run succeeded; a report without its lineage rows says why
                 report = f"{base}\n\nlineage unavailable: {type(error).__name__}: {error}\n"
             create_markdown_artifact(key="retrain-report", markdown=report, description="Outcome of the retrain flow")
@@ -125,7 +125,7 @@ def retrain(project_dir: str = ".", overrides: list[str] | None = None, model_na
 def _run_stages(project: Path, applied: list[str], run_id: str, experiment_name: str, progress, started: list) -> dict:
     """The overrides, then the four stage tasks in order; on a failure, params.yaml is put back and the
     execution's MLflow run marked FAILED."""
-    with deploy.overrides_applied(project, applied):
+    with steps.overrides_applied(project, applied):
         params = None
         try:
             try:
@@ -140,7 +140,7 @@ def _run_stages(project: Path, applied: list[str], run_id: str, experiment_name:
                                          description=f"retrain: {name} done ({done}/{len(TASKS)})")
         except Exception:
             if params is not None and set(started) - {"prepare"}:  # train started: its run must not stay FINISHED
-                failed = deploy.fail_mlflow_runs(project, params.experiment, run_id)
+                failed = steps.fail_mlflow_runs(project, params.experiment, run_id)
                 if failed:
                     get_run_logger().info("marked MLflow run(s) %s FAILED", ", ".join(failed))
             raise

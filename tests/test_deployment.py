@@ -274,7 +274,7 @@ def test_two_flow_runs_started_at_once_on_one_workspace_one_refuses(api, home, r
 
 def test_a_failed_execution_marks_its_mlflow_run_failed(tmp_path):
     """fail_mlflow_runs: the flow run's own runs become FAILED; another execution's run stays as it was."""
-    from pipeline.deploy import fail_mlflow_runs
+    from pipeline.steps import fail_mlflow_runs
 
     (tmp_path / "dvc.yaml").write_text("stages: {}\n")
     uri = f"sqlite:///{tmp_path}/mlflow.db"
