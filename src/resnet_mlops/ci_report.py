@@ -17,10 +17,10 @@ import json
 import os
 import re
 import subprocess
-import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from resnet_mlops import project
 from resnet_mlops.errors import UserError
 from resnet_mlops.project import Layout
 
@@ -55,15 +55,6 @@ def resolve_revision(rev: str, root: Path) -> str:
 def _in_commit(commit: str, path: str, root: Path) -> bool:
     """Whether the commit holds `path` (relative to the DVC root)."""
     return _git(["cat-file", "-e", f"{commit}:./{path}"], root).returncode == 0
-
-
-def _dvc(args: list[str], root: Path) -> str:
-    env = {**os.environ, "DVC_NO_ANALYTICS": "1"}
-    done = subprocess.run([sys.executable, "-m", "dvc", *args], cwd=root, capture_output=True, text=True, env=env)
-    if done.returncode != 0:
-        last = (done.stderr.strip() or done.stdout.strip() or f"exit status {done.returncode}").splitlines()[-1]
-        raise UserError(f"dvc {' '.join(args)}: {last}")
-    return done.stdout
 
 
 def _rev_has_none(diff: dict) -> list[str]:
@@ -103,7 +94,7 @@ def metrics_section(rev: str, commit: str, root: Path, diff: dict, table: str) -
         return "\n".join([*lines, "The workspace has no metrics (the pipeline has not run here: `dvc repro`)."])
     missing = _rev_has_none(diff)
     if missing and len(missing) == len(diff):
-        shown = _dvc(["metrics", "show", "--md"], root).strip()
+        shown = project.dvc(["metrics", "show", "--md"], root).strip()
         return "\n".join([*lines, _missing_sentence("metrics", missing, rev, commit, root), "",
                           "The workspace's metrics:", "", shown])
     if missing:
@@ -185,7 +176,7 @@ def build_report(base: str, images: Path, output: Path | None, start: Path | Non
         "plots": ["plots", "diff", base, "--json"],
     }
     with ThreadPoolExecutor(max_workers=len(calls)) as pool:
-        futures = {key: pool.submit(_dvc, args, root) for key, args in calls.items()}
+        futures = {key: pool.submit(project.dvc, args, root) for key, args in calls.items()}
         out = {key: future.result() for key, future in futures.items()}
     relative_to = output.parent if output is not None else Path.cwd()
     subject = _git(["log", "-1", "--format=%s", commit], root).stdout.strip()

@@ -10,6 +10,7 @@ repository root, never from a temporary experiment copy.
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -150,6 +151,19 @@ def path_with_this_environment(path: str | None = None) -> str:
     """
     bin_dir = str(Path(sys.executable).parent)
     return os.pathsep.join([bin_dir, *(path if path is not None else os.environ.get("PATH", "")).split(os.pathsep)])
+
+
+def dvc(args: list[str], cwd: str | Path = ".") -> str:
+    """`dvc ARGS` in `cwd` (this environment's DVC, its commands first on PATH, as the stages need);
+    its stdout, or a one-line UserError naming the command and DVC's last line."""
+    from resnet_mlops.errors import UserError
+
+    done = subprocess.run([sys.executable, "-m", "dvc", *args], cwd=cwd, capture_output=True, text=True,
+                          env={**os.environ, "DVC_NO_ANALYTICS": "1", "PATH": path_with_this_environment()})
+    if done.returncode != 0:
+        last = (done.stderr.strip() or done.stdout.strip() or f"exit status {done.returncode}").splitlines()[-1]
+        raise UserError(f"`dvc {' '.join(args)}` failed (exit {done.returncode}): {last}")
+    return done.stdout
 
 
 def champion_uri(model_name: str) -> str:

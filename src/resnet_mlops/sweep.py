@@ -20,10 +20,7 @@ applicable and shareable).
 from __future__ import annotations
 
 import json
-import os
 import re
-import subprocess
-import sys
 import uuid
 
 from resnet_mlops import project
@@ -40,7 +37,7 @@ def sweep(grid: list[str], jobs: int, experiment: str) -> str:
     if not grid:
         raise UserError("a sweep needs at least one -S key=value1,value2,... to vary")
     names = _queue(grid)
-    _dvc("exp", "run", "--run-all", "-j", str(jobs))
+    project.dvc(["exp", "run", "--run-all", "-j", str(jobs)])
     scored = _scores(names)
     if not scored:
         raise UserError(f"none of the sweep's {len(names)} experiments finished ({', '.join(names)}); "
@@ -49,8 +46,8 @@ def sweep(grid: list[str], jobs: int, experiment: str) -> str:
     runs = _group(sweep_id, grid, names, experiment)
     best = max(scored, key=scored.get)
     before = Layout().registration.read_text() if Layout().registration.exists() else None
-    _dvc("exp", "apply", best)
-    _dvc("repro")  # the best experiment's outputs are in place: only `register` is left to run
+    project.dvc(["exp", "apply", best])
+    project.dvc(["repro"])  # the best experiment's outputs are in place: only `register` is left to run
     registration = Layout().registration.read_text() if Layout().registration.exists() else None
     if registration is None or registration == before:
         outcome = "the same state as the workspace's before the sweep: nothing new to register"
@@ -84,24 +81,14 @@ def _scores(names: list[str]) -> dict[str, float]:
             for rev in child.get("revs") or []:
                 walk(rev)
 
-    for entry in json.loads(_dvc("exp", "show", "--json")):
+    for entry in json.loads(project.dvc(["exp", "show", "--json"])):
         walk(entry)
     return found
 
 
-def _dvc(*args: str) -> str:
-    """`dvc <args>` with this environment's commands on PATH; its output, or a UserError naming it."""
-    done = subprocess.run([sys.executable, "-m", "dvc", *args], capture_output=True, text=True,
-                          env={**os.environ, "PATH": project.path_with_this_environment()})
-    if done.returncode != 0:
-        tail = (done.stderr.strip() or done.stdout.strip()).splitlines()[-1:] or ["no message"]
-        raise UserError(f"`dvc {' '.join(args)}` failed (exit {done.returncode}): {tail[0]}")
-    return done.stdout
-
-
 def _queue(grid: list[str]) -> list[str]:
     """Queue the grid's experiments, up to the evaluate stage; their names."""
-    printed = _dvc("exp", "run", "evaluate", "--queue", *(arg for value in grid for arg in ("-S", value)))
+    printed = project.dvc(["exp", "run", "evaluate", "--queue", *(arg for value in grid for arg in ("-S", value))])
     names = _QUEUED.findall(printed)
     if not names:
         raise UserError(f"`dvc exp run --queue` queued nothing for {' '.join(grid)}")

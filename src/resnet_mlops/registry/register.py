@@ -22,9 +22,7 @@ after every run, and that should cost milliseconds.
 
 from __future__ import annotations
 
-import getpass
 import json
-import socket
 from datetime import datetime, timezone
 
 from resnet_mlops import atomic
@@ -36,6 +34,7 @@ from resnet_mlops.project import Layout, champion_uri
 from resnet_mlops.registry import champions
 from resnet_mlops.registry.descriptions import model_description, version_description
 from resnet_mlops.registry.gate import Verdict, judge
+from resnet_mlops.registry.lock import user_at_host, utc_iso
 from resnet_mlops.registry.model_card import model_card
 from resnet_mlops.registry.rescore import load_comparable, rescore
 from resnet_mlops.registry.servability import SAMPLE, ServabilityCheck
@@ -148,9 +147,8 @@ def _promote(client, name: str, number: int, verdict: Verdict, holder, rejudge, 
 
 
 def _who_and_when() -> str:
-    """user@host at the time, UTC: who a forced promotion is recorded as."""
-    now = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    return f"{getpass.getuser()}@{socket.gethostname()} at {now}"
+    """user@host at the time, UTC: who a forced promotion is recorded as (as the champion history says it)."""
+    return f"{user_at_host()} at {utc_iso(datetime.now(timezone.utc))}"
 
 
 def _version_tags(run_tags: dict[str, str], run_id: str, metrics: dict, data: dict) -> dict[str, str]:
