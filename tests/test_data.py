@@ -23,8 +23,9 @@ def digits_settings(tmp_path, tiny_params):
 
 def test_digits_are_real_uint8_images_with_ten_classes(digits_settings):
     digits = load_digits(digits_settings)
-    assert digits.images.shape == (1797, 8, 8, 1) and digits.images.dtype == np.uint8
-    assert digits.images.max() == 255 and digits.images.min() == 0
+    images = digits.pixels.images
+    assert images.shape == (1797, 8, 8, 1) and images.dtype == np.uint8
+    assert images.max() == 255 and images.min() == 0
     assert digits.class_names == tuple(str(i) for i in range(10))
     assert np.bincount(digits.labels).min() >= 170
 
@@ -96,7 +97,7 @@ def test_a_failed_prepare_leaves_the_previous_output(tmp_path, digits_settings, 
     def broken(*args, **kwargs):
         raise OSError("disk full")
 
-    monkeypatch.setattr("resnet_mlops.data.prepare.write_arrays", broken)
+    monkeypatch.setattr("resnet_mlops.data.prepare.write_split", broken)
     with pytest.raises(OSError):
         prepare(digits_settings, 4, out, tmp_path / "report.json")
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before

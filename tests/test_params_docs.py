@@ -20,7 +20,7 @@ import pytest
 import yaml
 
 from resnet_mlops import config, presets
-from resnet_mlops.config import DATA_DEFAULTS, EVALUATE_DEFAULTS, REGISTER_DEFAULTS, NATIVE_SHAPE, AugmentSettings, DataSettings, TrainSettings
+from resnet_mlops.config import DATA_DEFAULTS, EVALUATE_DEFAULTS, MODEL_DEFAULTS, REGISTER_DEFAULTS, NATIVE_SHAPE, AugmentSettings, DataSettings, TrainSettings
 from resnet_mlops.errors import ConfigError
 
 PROJECT = Path(__file__).resolve().parents[1]
@@ -221,6 +221,7 @@ def test_readme_params_table_states_every_key_and_default():
                 "register.model_name": REQUIRED,
                 **{f"data.{key}": REQUIRED for key in REQUIRED_DATA},
                 **{f"data.{key}": value for key, value in DATA_DEFAULTS.items()},
+                **{f"model.{key}": value for key, value in MODEL_DEFAULTS.items()},
                 **{f"evaluate.{key}": value for key, value in EVALUATE_DEFAULTS.items()},
                 **{f"register.{key}": value for key, value in REGISTER_DEFAULTS.items()}}
     assert set(stated) == set(expected), (f"README params.yaml table: missing {sorted(set(expected) - set(stated))}, "

@@ -26,7 +26,7 @@ from mlflow.tracking import MlflowClient
 
 import resnet_mlops.serving.pyfunc
 from resnet_mlops import config
-from resnet_mlops.dataset.prepared import Split, write_arrays
+from resnet_mlops.dataset.prepared import Split, write_split
 from resnet_mlops.errors import UserError
 from resnet_mlops.evaluation import evaluate
 from resnet_mlops.models.saving import save_model
@@ -70,7 +70,8 @@ def write_prepared(layout: Layout, images: np.ndarray, labels: np.ndarray, class
     """data/prepared/ as `prepare` writes it, with only a test split; returns the test set's hash."""
     layout.prepared.mkdir(parents=True, exist_ok=True)
     split = Split(images, labels.astype(np.int64))
-    files = write_arrays(layout.prepared, "test", split)
+    files = write_split(layout.prepared, "test", False, lambda start, stop: (split.images[start:stop], split.labels[start:stop]),
+                        len(split.labels), split.images.shape[1:]).files
     digest = split.sha256()
     pd.DataFrame({"split": "test", "sha256": [hashlib.sha256(i.tobytes()).hexdigest() for i in images]}).to_parquet(
         layout.prepared / "manifest.parquet")

@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
 
-from resnet_mlops.dataset.prepared import Split, write_arrays
+from resnet_mlops.dataset.prepared import Split, write_split
 from resnet_mlops.errors import UserError
 from resnet_mlops.models.saving import save_model
 from resnet_mlops.project import CHAMPION, Layout
@@ -59,7 +59,8 @@ def marked_images() -> Split:
 def write_prepared(layout: Layout, split: Split) -> str:
     """data/prepared/ with only a test split, and its summary.json as `prepare` writes it."""
     layout.prepared.mkdir(parents=True)
-    files = write_arrays(layout.prepared, "test", split)
+    files = write_split(layout.prepared, "test", False, lambda start, stop: (split.images[start:stop], split.labels[start:stop]),
+                        len(split.labels), split.images.shape[1:]).files
     digest = split.sha256()
     counts = np.bincount(split.labels, minlength=len(CLASSES))
     summary = {"source": "digits", "format": "arrays", "class_names": CLASSES,

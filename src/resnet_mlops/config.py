@@ -41,6 +41,7 @@ DATA_DEFAULTS = {
     "max_imbalance": 10.0,      # largest class / smallest class above this is flagged
     "stream": False,
     "workers": None,            # null: one decoding process per core
+    "dask_scheduler": None,     # null: decode in local processes; tcp://host:port: on that Dask cluster
     "url": CIFAR10_URL,
     "md5": CIFAR10_MD5,
 }
@@ -58,6 +59,12 @@ REGISTER_DEFAULTS = {
     "min_accuracy": 0.0,        # the absolute floor of test accuracy
     "force": False,             # promote whatever the gate says (recorded as an override)
 }
+# The model keys besides `name` and the builder options (models.validate checks those), and their
+# values when params.yaml leaves them out.
+MODEL_DEFAULTS = {
+    "pretrained": None,         # null: random initialisation; imagenet, a weights or .keras file, models:/...
+}
+IMAGENET = "imagenet"
 OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULES = ("constant", "step", "cosine", "onecycle")
 _REQUIRED = object()
@@ -78,6 +85,7 @@ class DataSettings:
     max_imbalance: float
     stream: bool              # TFRecord shards streamed with tf.data instead of arrays in memory
     workers: int | None       # decoding processes (None: one per core)
+    dask_scheduler: str | None  # a Dask scheduler's address: decode on its cluster instead
     url: str                  # cifar10 download address and its MD5
     md5: str
 
@@ -85,7 +93,8 @@ class DataSettings:
 @dataclass(frozen=True)
 class ModelSettings:
     name: str
-    options: dict[str, Any] = field(default_factory=dict)
+    options: dict[str, Any] = field(default_factory=dict)  # the builder's (models.build_model)
+    pretrained: str | None = None  # where the starting weights come from (training/pretrained.py)
 
 
 @dataclass(frozen=True)
@@ -115,6 +124,8 @@ class TrainSettings:
     label_smoothing: float
     schedule: str
     warmup_fraction: float
+    head_epochs: int
+    finetune_lr_factor: float
     step_at: tuple[float, ...]
     step_factor: float
     augment: AugmentSettings
@@ -253,6 +264,9 @@ def load_params(path: str | Path = "params.yaml") -> Params:
         raise ConfigError(path, "train.weight_decay", "weight decay is set twice (model.weight_decay "
                           f"{params.model.options['weight_decay']} and train.weight_decay "
                           f"{params.train.weight_decay}); keep one")
+    if params.train.head_epochs and params.model.pretrained is None:
+        raise ConfigError(path, "train.head_epochs", f"{params.train.head_epochs} epochs of the head alone need "
+                          "starting weights for the rest of the network; set model.pretrained or head_epochs: 0")
     return params
 
 
@@ -284,6 +298,8 @@ def _data(given: _Section) -> DataSettings:
         stream=s.get("stream", bool),
         workers=s.get("workers", (int, type(None)), check=lambda v: v is None or v >= 1,
                       expect="an integer >= 1 or null"),
+        dask_scheduler=s.get("dask_scheduler", (str, type(None)),
+                             check=lambda v: v is None or "://" in v, expect="an address like tcp://host:8786"),
         url=s.get("url", str),
         md5=s.get("md5", str),
     )
@@ -294,14 +310,21 @@ def _data(given: _Section) -> DataSettings:
     return settings
 
 
-def _model(s: _Section) -> ModelSettings:
+def _model(given: _Section) -> ModelSettings:
+    s = _Section(given.path, given.prefix, {**MODEL_DEFAULTS, **given.mapping})
     name = s.get("name", str)
+    pretrained = s.get("pretrained", (str, type(None)), check=lambda v: v is None or bool(v.strip()),
+                       expect=f"null, {IMAGENET}, a weights or .keras file, or models:/<name>@<alias>")
     options = s.rest()
     try:
         models.validate(name, options)
     except models.InvalidModelOption as exc:
         raise s.error(exc.option, str(exc)) from None
-    return ModelSettings(name=name, options=options)
+    if pretrained == IMAGENET and name not in models.KERAS_APPLICATIONS:
+        raise s.error("pretrained", f"keras.applications has ImageNet weights for "
+                                    f"{', '.join(models.KERAS_APPLICATIONS)} only, not {name}; give a weights or "
+                                    f".keras file of {name} instead")
+    return ModelSettings(name=name, options=options, pretrained=pretrained)
 
 
 def _one_of(choices: tuple) -> dict:
@@ -332,6 +355,9 @@ def _train(given: _Section) -> TrainSettings:
                               expect="a number in [0, 1)"),
         schedule=s.get("schedule", str, **_one_of(SCHEDULES)),
         warmup_fraction=s.get("warmup_fraction", float, check=lambda v: 0 <= v < 1, expect="a number in [0, 1)"),
+        head_epochs=s.get("head_epochs", int, check=lambda v: 0 <= v <= s.mapping["epochs"],
+                          expect=f"an integer from 0 to train.epochs ({s.mapping['epochs']})"),
+        finetune_lr_factor=s.get("finetune_lr_factor", float, check=lambda v: 0 < v <= 1, expect="a number in (0, 1]"),
         step_at=tuple(s.get("step_at", list, check=lambda v: all(_is_instance(x, float) and 0 < x < 1 for x in v)
                             and list(v) == sorted(v), expect="an ascending list of fractions between 0 and 1")),
         step_factor=s.get("step_factor", float, check=lambda v: 0 < v <= 1, expect="a number in (0, 1]"),

@@ -1,6 +1,6 @@
 """Training recipes: the defaults of every `train.*` key, and the named presets.
 
-`train.preset: paper` (or `fast`) starts from that recipe; any key also written in
+`train.preset: paper` (or `fast`, `finetune`) starts from that recipe; any key also written in
 params.yaml's `train` section overrides it, key by key (inside `augment` too).
 Pure Python: config.py reads this without importing Keras.
 """
@@ -23,6 +23,9 @@ DEFAULTS = {
     "schedule": "cosine",          # constant | step | cosine | onecycle; cosine: the last epochs take the
                                    # smallest steps, so training ends where it settled, not on a spike
     "warmup_fraction": 0.0,        # share of training spent warming up linearly to the peak rate
+    "head_epochs": 0,              # fine-tuning: the first epochs train the new classifier alone, the
+                                   # rest of the network frozen (needs model.pretrained); 0: no such phase
+    "finetune_lr_factor": 0.1,     # ... then the whole network trains at learning_rate x this
     "step_at": [0.5, 0.75],        # step schedule: fractions of training where the rate is multiplied...
     "step_factor": 0.1,            # ... by this factor
     "augment": {
@@ -54,6 +57,14 @@ PRESETS = {
         "lr_batch_reference": 128, "momentum": 0.9, "nesterov": True, "weight_decay": 5e-4,
         "label_smoothing": 0.1, "schedule": "onecycle", "warmup_fraction": 0.2,
         "augment": {"crop": 4, "flip": True, "cutout": 0, "mixup": 0.0},
+    },
+    # Fine-tuning starting weights (model.pretrained) on a small dataset, as the Keras transfer
+    # learning guide does it: the new classifier alone first, the pretrained network frozen with its
+    # batch normalization in inference mode, so the random head's large early gradients cannot wreck
+    # the features; then the whole network at a tenth of that rate.
+    "finetune": {
+        "epochs": 10, "optimizer": "adam", "learning_rate": 0.001, "schedule": "cosine", "warmup_fraction": 0.0,
+        "head_epochs": 3, "finetune_lr_factor": 0.1, "augment": {"crop": 4, "flip": True},
     },
 }
 

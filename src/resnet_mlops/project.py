@@ -32,6 +32,12 @@ class Layout:
         return self.root / "data" / "prepared"
 
     @property
+    def decode_cache(self) -> Path:
+        """What prepare decoded, by file content (data/cache.py): in the repository root, so every
+        `dvc exp` copy shares it; not a DVC output, so `dvc repro` keeps it for the next prepare."""
+        return repository_root(self.root) / "data" / "cache"
+
+    @property
     def validation_report(self) -> Path:
         return self.root / "reports" / "data_validation.json"
 

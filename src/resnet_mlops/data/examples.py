@@ -23,11 +23,32 @@ class Problem:
         return f"{self.path}: {self.kind.replace('_', ' ')} ({self.detail})"
 
 
+class ArrayPixels:
+    """Pixels held in memory, as the small built-in sources give them; `take` returns rows of it.
+
+    The folder source gives `cache.CachedPixels` instead, with the same three members, which
+    reads them from the decode cache: nothing downstream holds a whole dataset's pixels.
+    """
+
+    def __init__(self, images: np.ndarray):
+        self.images = images
+        self.shape = images.shape[1:]
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def subset(self, index: np.ndarray) -> "ArrayPixels":
+        return ArrayPixels(self.images[index])
+
+    def take(self, index: np.ndarray) -> np.ndarray:
+        return self.images[index]
+
+
 @dataclass
 class Examples:
     """Images in file order. `split_hints[i]` is the split a source fixed (its own test set), or None."""
 
-    images: np.ndarray               # uint8 (N, H, W, C)
+    pixels: "ArrayPixels"            # uint8 (N, H, W, C), in memory or in the decode cache
     labels: np.ndarray               # int64 (N,), index into class_names
     class_names: tuple[str, ...]
     paths: list[str]
@@ -39,7 +60,7 @@ class Examples:
     def subset(self, keep: np.ndarray) -> "Examples":
         index = np.flatnonzero(keep) if keep.dtype == bool else keep
         pick = lambda values: [values[i] for i in index]
-        return Examples(self.images[index], self.labels[index], self.class_names, pick(self.paths),
+        return Examples(self.pixels.subset(index), self.labels[index], self.class_names, pick(self.paths),
                         pick(self.hashes), pick(self.sizes), pick(self.split_hints), list(self.problems))
 
 
@@ -54,7 +75,7 @@ def from_arrays(images: np.ndarray, labels, class_names: tuple[str, ...], paths:
         images = np.stack([to_pixels(Image.fromarray(x.squeeze(-1) if x.shape[-1] == 1 else x), size, channels)
                            for x in images])
     return Examples(
-        images=images, labels=np.asarray(labels, dtype=np.int64), class_names=class_names, paths=paths,
+        pixels=ArrayPixels(images), labels=np.asarray(labels, dtype=np.int64), class_names=class_names, paths=paths,
         hashes=[hashlib.sha256(x.tobytes()).hexdigest() for x in images],
         sizes=[(width, height)] * len(paths), split_hints=split_hints,
     )

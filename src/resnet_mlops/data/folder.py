@@ -6,28 +6,32 @@ Layouts understood (after one common top folder, if any, is set aside):
     train/<class>/<image>, test/<class>/...  the source's own test (and val) set is kept
 
 `data.test_path` may name a second folder or archive that is the test set.
-Files are decoded in parallel worker processes while the archive is being read.
+Files are read and hashed here and looked up in the decode cache (data/cache.py); only files it
+does not know are decoded, in chunks, by worker processes or a Dask cluster (data/executors.py)
+while the rest is being read.
 """
 
 from __future__ import annotations
 
+import array
 import hashlib
-import multiprocessing
-import os
 import posixpath
-from collections import deque
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
-from typing import Iterator, NamedTuple
+from typing import Iterator
 
 import numpy as np
 
 from resnet_mlops.config import DataSettings
-from resnet_mlops.dataset import archive, images
+from resnet_mlops.data import executors
+from resnet_mlops.data.cache import CachedPixels, DecodeCache, KnownFiles
 from resnet_mlops.data.examples import Examples, Problem
+from resnet_mlops.dataset import archive, images
+from resnet_mlops.errors import UserError
 
 PREDEFINED_SPLITS = ("train", "val", "test")
-_CHUNK = 512
+# The decoded pixels one decode task returns (between 16 and 512 files): with a few tasks in
+# flight, what decoding holds in memory at 32x32 and at 224x224 alike.
+CHUNK_BYTES = 16 << 20
 
 
 @dataclass(frozen=True)
@@ -38,56 +42,68 @@ class _Policy:
     max_pixels: int | None
 
 
-def _decode_chunk(task: tuple[_Policy, list[tuple[str, bytes]]]) -> tuple[np.ndarray, list, list]:
+def _decode_chunk(task: tuple[_Policy, list[bytes]]) -> tuple[np.ndarray, list, list]:
     """Worker: decode a chunk of files; never raises for a bad file.
 
-    Returns the good images stacked in one array (one cheap transfer back), their
-    (path, sha256 of the file, original size), and (path, problem kind, detail) for the bad ones.
+    Returns the good images stacked in one array (one cheap transfer back), the index in
+    the chunk and original size of each good one, and (index, problem kind, detail) of each bad one.
     """
     policy, files = task
-    pixels, meta, bad = [], [], []
-    for path, data in files:
+    pixels, good, bad = [], [], []
+    for i, data in enumerate(files):
         try:
             decoded = images.decode(data, policy.size, policy.channels, policy.min_size, policy.max_pixels)
         except images.BadImage as problem:
-            bad.append((path, problem.kind, problem.detail))
+            bad.append((i, problem.kind, problem.detail))
         else:
             pixels.append(decoded.pixels)
-            meta.append((path, hashlib.sha256(data).hexdigest(), (decoded.width, decoded.height)))
+            good.append((i, (decoded.width, decoded.height)))
     shape = (0, policy.size, policy.size, policy.channels)
-    return (np.stack(pixels) if pixels else np.zeros(shape, np.uint8)), meta, bad
+    return (np.stack(pixels) if pixels else np.zeros(shape, np.uint8)), good, bad
 
 
-def _decode_all(chunks: Iterator, pool: ProcessPoolExecutor, window: int) -> tuple[list, list, list]:
-    """Decode chunks in the pool, in order, with at most `window` in flight (bounded memory)."""
-    arrays, meta, bad = [], [], []
-    pending: deque = deque()
+class _Files:
+    """The files of one tree read so far, column by column (no pixels: those are in the decode
+    cache), in the order they were read: a few dozen bytes per file, not a Python object each."""
 
-    def collect():
-        chunk_pixels, chunk_meta, chunk_bad = pending.popleft().result()
-        arrays.append(chunk_pixels)
-        meta.extend(chunk_meta)
-        bad.extend(chunk_bad)
+    def __init__(self):
+        self.paths: list[str] = []
+        self.shas = bytearray()
+        self.where = array.array("q")                           # pack, row, width, height per file
+        self.problems: dict[int, tuple[int, str, str]] = {}     # file -> (pack, kind, detail)
 
-    for task in chunks:
-        pending.append(pool.submit(_decode_chunk, task))
-        if len(pending) >= window:
-            collect()
-    while pending:
-        collect()
-    return arrays, meta, bad
+    def add(self, path: str, sha: bytes, where) -> int:
+        self.paths.append(path)
+        self.shas += sha
+        self.where.extend(where)
+        return len(self.paths) - 1
+
+    def sha(self, i: int) -> bytes:
+        return bytes(self.shas[32 * i:32 * i + 32])
+
+    def columns(self) -> np.ndarray:
+        return np.frombuffer(self.where, np.int64).reshape(-1, 4)
 
 
 class _Reader:
-    """Splits a tree's entries into files to decode and things to report."""
+    """Splits a tree's entries into files to decode and things to report; looks each file up in the
+    cache, reading it only when its stat changed since the last run or the cache does not know it."""
 
-    def __init__(self, root: str):
+    def __init__(self, root: str, cache: DecodeCache, chunk: int):
         self.root = root
+        self.cache = cache
+        self.chunk = chunk
+        self.known = KnownFiles(cache.root, root)
         self.folders: list[str] = []
         self.problems: list[Problem] = []
+        self.files = _Files()
+        self.read = 0
 
-    def chunks(self, policy: _Policy) -> Iterator[tuple[_Policy, list[tuple[str, bytes]]]]:
-        chunk: list[tuple[str, bytes]] = []
+    def tasks(self, policy: _Policy) -> Iterator[tuple[_Policy, list[bytes]]]:
+        """Chunks of the files the cache does not know, as decode tasks (their indices in `self.misses`)."""
+        self.misses: list[list[int] | None] = []
+        batch: list[tuple[archive.Entry, bytes | None]] = []
+        todo: list[tuple[int, bytes]] = []
         for entry in archive.entries(self.root):
             if entry.is_dir:
                 self.folders.append(entry.path)
@@ -97,12 +113,62 @@ class _Reader:
                 self.problems.append(Problem("not_an_image", entry.path,
                                              f"extension is not one of {sorted(images.EXTENSIONS)}"))
             else:
-                chunk.append((entry.path, entry.read()))
-                if len(chunk) == _CHUNK:
-                    yield policy, chunk
-                    chunk = []
-        if chunk:
-            yield policy, chunk
+                # An archive's member is read now, while the archive is open; a folder's file maybe never.
+                batch.append((entry, None if entry.stat else entry.read()))
+                if len(batch) == 512:
+                    todo += self._look_up(batch)
+                    batch = []
+                while len(todo) >= self.chunk:
+                    yield self._task(policy, todo[:self.chunk])
+                    todo = todo[self.chunk:]
+        todo += self._look_up(batch)
+        while todo:
+            yield self._task(policy, todo[:self.chunk])
+            todo = todo[self.chunk:]
+        self.known.save()
+
+    def _look_up(self, batch: list[tuple[archive.Entry, bytes | None]]) -> list[tuple[int, bytes]]:
+        """Record a batch of files; return (index, bytes) of those to decode."""
+        contents: dict[int, bytes] = {}
+        shas = self.known.shas([(entry.path, entry.stat) for entry, _ in batch])
+        for j, (entry, data) in enumerate(batch):
+            if shas[j] is None:
+                contents[j] = entry.read() if data is None else data
+                shas[j] = hashlib.sha256(contents[j]).digest()
+            self.known.saw(entry.path, entry.stat, shas[j])
+        where, bad = self.cache.lookup(shas)
+        misses = []
+        for j, (entry, _) in enumerate(batch):
+            i = self.files.add(entry.path, shas[j], where[j])
+            if j in bad:
+                self.files.problems[i] = bad[j]
+            elif where[j, 0] < 0:
+                misses.append((i, contents[j] if j in contents else self._read_again(entry, shas[j])))
+        self.read += len(contents)
+        return misses
+
+    @staticmethod
+    def _read_again(entry: archive.Entry, sha: bytes) -> bytes:
+        """A file known by its stat but no longer in the cache (pruned, or deleted by hand)."""
+        data = entry.read()
+        if hashlib.sha256(data).digest() != sha:  # changed without changing its stat: trust the bytes
+            raise UserError(f"{entry.path}: changed while prepare was reading it; run prepare again")
+        return data
+
+    def _task(self, policy: _Policy, todo: list[tuple[int, bytes]]) -> tuple[_Policy, list[bytes]]:
+        self.misses.append([i for i, _ in todo])
+        return policy, [data for _, data in todo]
+
+    def decoded(self, number: int, result: tuple[np.ndarray, list, list]) -> None:
+        """Keep task `number`'s result in the cache and as the verdicts of its files."""
+        pixels, good, bad = result
+        indices, self.misses[number] = self.misses[number], None
+        pack = self.cache.store(pixels, [(self.files.sha(indices[i]), size) for i, size in good],
+                                [(self.files.sha(indices[i]), kind, detail) for i, kind, detail in bad])
+        for row, (i, (width, height)) in enumerate(good):
+            self.files.where[4 * indices[i]:4 * indices[i] + 4] = array.array("q", (pack, row, width, height))
+        for i, kind, detail in bad:
+            self.files.problems[indices[i]] = (pack, kind, detail)
 
 
 def _strip_common_top(files: list[str], folders: list[str]) -> int:
@@ -125,85 +191,98 @@ def _place(parts: list[str], predefined: bool, split: str | None) -> tuple[str |
     return (parts[0], parts[1:]) if predefined and parts else (split, parts)
 
 
-class _Row(NamedTuple):
-    path: str
-    sha256: str
-    size: tuple[int, int]
-    split: str | None
-    class_name: str
-
-
 @dataclass
 class _Tree:
-    """One folder or archive, decoded: images in file order, their metadata, and what was wrong."""
+    """One folder or archive, read: its images' metadata in file order (their pixels are in
+    the cache) and what was wrong."""
 
-    images: np.ndarray
-    rows: list[_Row]
+    paths: list[str]
+    shas: np.ndarray        # S32
+    where: np.ndarray       # (pack, row, width, height)
+    splits: list[str | None]
+    labels: list[str]
     classes: list[str]
     problems: list[Problem]
+    packs: np.ndarray       # every pack holding a verdict on a file of the tree
+    files: int              # image files found
+    read: int               # of them, read (the others' stat was unchanged since the last run)
 
 
-def _read_tree(root: str, role: str | None, policy: _Policy, pool, window: int) -> _Tree:
+def _read_tree(root: str, role: str | None, policy: _Policy, cache: DecodeCache, pool, slots: int) -> _Tree:
     """`role` "test": every image is test (data.test_path); "train": nothing is drawn into test,
     but a train/val layout is kept; None: the tree's own layout, or the hash split."""
-    reader = _Reader(root)
-    arrays, meta, bad = _decode_all(reader.chunks(policy), pool, window)
+    image_bytes = policy.size * policy.size * policy.channels
+    reader = _Reader(root, cache, chunk=max(16, min(512, CHUNK_BYTES // image_bytes)))
+    for number, result in enumerate(executors.in_order(pool, slots, _decode_chunk, reader.tasks(policy))):
+        reader.decoded(number, result)
+    files = reader.files
+    where = files.columns()
+    bad = sorted(files.problems)
     # Unsafe entries (absolute, '..') say nothing about the layout.
-    files = [m[0] for m in meta] + [b[0] for b in bad] + [p.path for p in reader.problems if p.kind != "unsafe_entry"]
-    skip = _strip_common_top(files, reader.folders)
+    names = files.paths + [p.path for p in reader.problems if p.kind != "unsafe_entry"]
+    skip = _strip_common_top(names, reader.folders)
     trimmed = lambda path: path.split("/")[skip:]
-    firsts = {trimmed(p)[0] for p in files + reader.folders if trimmed(p)}
+    firsts = {trimmed(p)[0] for p in names + reader.folders if trimmed(p)}
     predefined = role != "test" and "train" in firsts and firsts <= set(PREDEFINED_SPLITS)
 
-    problems = list(reader.problems) + [Problem(kind, path, detail) for path, kind, detail in bad]
+    problems = list(reader.problems) + [Problem(files.problems[i][1], files.paths[i], files.problems[i][2])
+                                        for i in bad]
     classes = set()
     for folder in reader.folders:  # a class folder counts even when it holds no usable image
         below = _place(trimmed(folder), predefined, role)[1]
         if below:
             classes.add(below[0])
-    rows, keep = [], []
-    for i, (path, digest, size) in enumerate(meta):
+    keep, splits, labels = [], [], []
+    for i, path in enumerate(files.paths):
+        if i in files.problems:
+            continue
         split, below = _place(trimmed(path), predefined, role)
         if len(below) < 2:  # a file directly in the root (or a split folder) has no class
-            where = f" of {root}" if role == "test" else ""
-            problems.append(Problem("outside_class_folder", path, f"images must be inside a class folder{where}"))
+            where_ = f" of {root}" if role == "test" else ""
+            problems.append(Problem("outside_class_folder", path, f"images must be inside a class folder{where_}"))
             continue
         classes.add(below[0])
-        shown = f"{root}:{path}" if role == "test" else path
-        rows.append(_Row(shown, digest, size, split, below[0]))
         keep.append(i)
-    stacked = np.concatenate(arrays) if arrays else np.zeros((0, policy.size, policy.size, policy.channels), np.uint8)
-    return _Tree(stacked[keep] if len(keep) < len(meta) else stacked, rows, sorted(classes), problems)
+        splits.append(split)
+        labels.append(below[0])
+    shown = (lambda path: f"{root}:{path}") if role == "test" else (lambda path: path)
+    packs = np.concatenate([where[:, 0], np.array([files.problems[i][0] for i in bad], np.int64)])
+    return _Tree([shown(files.paths[i]) for i in keep], np.frombuffer(files.shas, "S32")[keep], where[keep],
+                 splits, labels, sorted(classes), problems, packs, len(files.paths), reader.read)
 
 
-def load_folder(settings: DataSettings) -> Examples:
-    """Every image under data.path (and data.test_path), decoded by the image policy."""
+def load_folder(settings: DataSettings, cache: DecodeCache) -> Examples:
+    """Every image under data.path (and data.test_path), by the image policy: decoded once into
+    the cache, read from it at write time, so memory holds metadata only."""
     policy = _Policy(settings.image_size, settings.channels, settings.min_size, settings.max_pixels)
     # A separate test set given: nothing else may be drawn into test.
-    trees = [(settings.path, "train"), (settings.test_path, "test")] if settings.test_path else [(settings.path, None)]
-    workers = max(1, min(settings.workers or os.cpu_count() or 1, 8))
-    pixels, rows, classes, problems = [], [], set(), []
-    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork")) as pool:
-        for root, role in trees:
-            tree = _read_tree(root, role, policy, pool, window=2 * workers + 2)
-            pixels.append(tree.images)
-            rows += tree.rows
-            problems += tree.problems
-            classes.update(tree.classes)
-    # The dataset must not depend on the order of entries in an archive.
-    order = sorted(range(len(rows)), key=lambda i: rows[i].path)
-    stacked = np.concatenate(pixels)
-    if order != list(range(len(rows))):
-        rows, stacked = [rows[i] for i in order], stacked[order]
-    class_names = tuple(sorted(classes))
+    roots = [(settings.path, "train"), (settings.test_path, "test")] if settings.test_path else [(settings.path, None)]
+    with executors.executor(settings) as (pool, slots):
+        trees = [_read_tree(root, role, policy, cache, pool, slots) for root, role in roots]
+    cache.prune(np.concatenate([tree.packs for tree in trees]))
+    paths = [path for tree in trees for path in tree.paths]
+    order = sorted(range(len(paths)), key=paths.__getitem__)  # not the order of entries in an archive
+    shas = np.concatenate([tree.shas for tree in trees])[order]
+    where = np.concatenate([tree.where for tree in trees])[order]
+    class_names = tuple(sorted({name for tree in trees for name in tree.classes}))
     index = {name: i for i, name in enumerate(class_names)}
+    labels = [index[name] for tree in trees for name in tree.labels]
+    splits = [split for tree in trees for split in tree.splits]
+    print(f"decode cache {cache.folder}: {cache.decoded} of {sum(tree.files for tree in trees)} image files "
+          f"decoded, {sum(tree.read for tree in trees)} read")
     return Examples(
-        images=stacked,
-        labels=np.array([index[r.class_name] for r in rows], dtype=np.int64),
+        pixels=CachedPixels(cache, where[:, 0].copy(), where[:, 1].copy()),
+        labels=np.array(labels, dtype=np.int64)[order],
         class_names=class_names,
-        paths=[r.path for r in rows],
-        hashes=[r.sha256 for r in rows],
-        sizes=[r.size for r in rows],
-        split_hints=[r.split for r in rows],
-        problems=problems,
+        paths=[paths[i] for i in order],
+        hashes=_hex(shas),
+        sizes=[(int(w), int(h)) for w, h in where[:, 2:]],
+        split_hints=[splits[i] for i in order],
+        problems=[problem for tree in trees for problem in tree.problems],
     )
+
+
+def _hex(shas: np.ndarray) -> list[str]:
+    """Hex digests of an S32 array (through the raw bytes: numpy drops an element's trailing zero bytes)."""
+    blob = shas.tobytes().hex()
+    return [blob[i:i + 64] for i in range(0, len(blob), 64)]

@@ -1,4 +1,4 @@
-"""The `prepare` stage: load the source, validate, split, write data/prepared/ atomically."""
+"""The `prepare` stage: load the source, validate, split, write data/prepared/ atomically, streaming."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ import pandas as pd
 
 from resnet_mlops import atomic
 from resnet_mlops.config import DataSettings, Params
+from resnet_mlops.data.cache import DecodeCache, policy_key
 from resnet_mlops.data.examples import Examples
-from resnet_mlops.dataset.prepared import Split, read_summary, write_arrays
-from resnet_mlops.dataset.tfrecords import write_tfrecords
+from resnet_mlops.dataset.prepared import read_summary, write_split
 from resnet_mlops.data.sources import load_source
 from resnet_mlops.data.split import SPLITS, assign
 from resnet_mlops.data.validate import summary_lines, validate
@@ -23,7 +23,7 @@ from resnet_mlops.project import Layout
 
 def run(params: Params, layout: Layout) -> dict:
     """Prepare `data.*` into data/prepared/ and reports/data_validation.json; return `summary(layout)`."""
-    prepare(params.data, params.seed, layout.prepared, layout.validation_report)
+    prepare(params.data, params.seed, layout.prepared, layout.validation_report, layout.decode_cache)
     return summary(layout)
 
 
@@ -34,51 +34,63 @@ def summary(layout: Layout) -> dict:
             "image_shape": data["image_shape"], "content_hash": data["content_hash"]}
 
 
-def prepare(settings: DataSettings, seed: int, out_dir: str | Path, report_path: str | Path) -> dict:
+def prepare(settings: DataSettings, seed: int, out_dir: str | Path, report_path: str | Path,
+            cache_dir: str | Path | None = None) -> dict:
     """Validate the source, then write the prepared dataset and the validation report.
 
     Both are replaced only when the stage succeeds. A run that must stop writes its
-    report beside the last good one, as `<report>.failed.json`, and says so.
+    report beside the last good one, as `<report>.failed.json`, and says so. Files already
+    decoded by an earlier run are taken from the decode cache in `cache_dir` (default: `cache`
+    beside `out_dir`); the images are streamed from it to the output one block at a time.
     """
     report_path = Path(report_path)
     failed_report = report_path.with_name(f"{report_path.stem}.failed.json")
-    examples = load_source(settings)
+    shape = (settings.image_size, settings.image_size, settings.channels)
+    cache = DecodeCache(cache_dir or Path(out_dir).parent / "cache",
+                        policy_key(settings.image_size, settings.channels, settings.min_size, settings.max_pixels),
+                        shape)
+    examples = load_source(settings, cache)
     clean, report, problems = validate(examples, settings.max_imbalance)
     report = {"source": settings.source, "path": settings.path, "test_path": settings.test_path,
               "policy": settings.on_error, **report}
     print("\n".join(summary_lines(report)))
     try:
-        split_of, splits = _splits(settings, seed, clean, problems, failed_report)
+        split_of = _split(settings, seed, clean, problems, failed_report)
     except UserError as error:
         atomic.write_json(failed_report, {**report, "error": str(error)})
         kept = f"; {report_path} still holds the last good run's" if report_path.exists() else ""
         raise UserError(f"{error}{kept}") from None
 
-    write = write_tfrecords if settings.stream else write_arrays
     summary = {
         "source": settings.source,
         "format": "tfrecord" if settings.stream else "arrays",
         "class_names": list(clean.class_names),
-        "image_shape": list(clean.images.shape[1:]),
+        "image_shape": list(clean.pixels.shape),
         "splits": {},
     }
+    moments = {}
     with atomic.atomic_directory(out_dir) as tmp:
         for name in SPLITS:
-            files = write(tmp, name, splits[name])
-            summary["splits"][name] = {**_describe(splits[name], clean.class_names), "files": files}
+            members = np.flatnonzero(split_of == name)
+            rows = lambda start, stop, members=members: (clean.pixels.take(members[start:stop]),
+                                                         clean.labels[members[start:stop]])
+            written = write_split(tmp, name, settings.stream, rows, len(members), tuple(clean.pixels.shape))
+            counts = np.bincount(clean.labels[members], minlength=len(clean.class_names))
+            summary["splits"][name] = {"count": int(len(members)), "files": written.files, "sha256": written.sha256,
+                                       "per_class": {c: int(n) for c, n in zip(clean.class_names, counts)}}
+            moments[name] = written.moments
         summary["content_hash"] = hashlib.sha256(
             "".join(summary["splits"][n]["sha256"] for n in SPLITS).encode()).hexdigest()
         _write_json(tmp / "summary.json", summary)
-        _write_json(tmp / "stats.json", _stats(summary["splits"], splits["train"].images))
+        _write_json(tmp / "stats.json", _stats(summary["splits"], moments["train"]))
         _manifest(clean, split_of).to_parquet(tmp / "manifest.parquet", index=False)
     atomic.write_json(report_path, report)
     failed_report.unlink(missing_ok=True)
     return summary
 
 
-def _splits(settings: DataSettings, seed: int, clean: Examples, problems: list,
-            report: Path) -> tuple[np.ndarray, dict[str, Split]]:
-    """Each image's split and the splits themselves, or a UserError saying why this data cannot be used."""
+def _split(settings: DataSettings, seed: int, clean: Examples, problems: list, report: Path) -> np.ndarray:
+    """Each image's split, or a UserError saying why this data cannot be used."""
     if problems and settings.on_error == "fail":
         raise UserError(f"{problems[0].sentence()}; {len(problems)} problem(s) in all, listed in {report} "
                         f"(set data.on_error: quarantine to exclude them and go on)")
@@ -87,38 +99,26 @@ def _splits(settings: DataSettings, seed: int, clean: Examples, problems: list,
         raise UserError(f"{settings.path or settings.source}: {found} found; a classifier needs at least 2 "
                         f"(see {report})")
     split_of = assign(clean.hashes, clean.split_hints, seed, settings.val_fraction, settings.test_fraction)
-    splits = {name: Split(clean.images[split_of == name], clean.labels[split_of == name]) for name in SPLITS}
-    empty = [name for name in SPLITS if len(splits[name].labels) == 0]
+    empty = [name for name in SPLITS if not (split_of == name).any()]
     if empty:
         raise UserError(f"{settings.path or settings.source}: the {empty[0]} split is empty with "
                         f"{len(clean.labels)} images; use more images or larger data.val_fraction/test_fraction")
-    return split_of, splits
+    return split_of
 
 
 def _write_json(path: Path, data: dict) -> None:
     path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
 
 
-def _describe(split: Split, class_names: tuple[str, ...]) -> dict:
-    counts = np.bincount(split.labels, minlength=len(class_names))
-    return {"count": int(len(split.labels)),
-            "per_class": {name: int(n) for name, n in zip(class_names, counts)},
-            "sha256": split.sha256()}
-
-
-def _stats(splits: dict[str, dict], train: np.ndarray) -> dict:
+def _stats(splits: dict[str, dict], moments: np.ndarray) -> dict:
     """Counts per class and split; the train set's per-channel mean and std on the 0..1 scale.
 
-    Computed exactly from per-channel histograms of the uint8 pixels: fast, and no
-    float copy of the dataset.
+    Exact: from the integer count, sum and sum of squares of the uint8 pixels, accumulated as
+    the train split is written (no float copy of the dataset, no second pass over it).
     """
-    values = np.arange(256, dtype=np.float64)
     mean, std = [], []
-    for channel in range(train.shape[-1]):
-        histogram = np.bincount(train[..., channel].ravel(), minlength=256).astype(np.float64)
-        count = max(histogram.sum(), 1.0)
-        first = (histogram * values).sum() / count
-        second = (histogram * values * values).sum() / count
+    for count, total, squares in moments.T:
+        first, second = total / max(count, 1), squares / max(count, 1)
         mean.append(round(first / 255.0, 6))
         std.append(round(float(np.sqrt(max(second - first * first, 0.0))) / 255.0, 6))
     return {"counts": {name: split["per_class"] for name, split in splits.items()},

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from resnet_mlops.config import DataSettings
+from resnet_mlops.data.cache import DecodeCache
 from resnet_mlops.data.examples import Examples, from_arrays
 
 
@@ -23,7 +24,8 @@ def load_digits(settings: DataSettings) -> Examples:
                        size=settings.image_size, channels=settings.channels)
 
 
-def load_source(settings: DataSettings) -> Examples:
+def load_source(settings: DataSettings, cache: DecodeCache) -> Examples:
+    """The source's examples; the folder source decodes through `cache`, the others hold their few pixels."""
     if settings.source == "cifar10":
         from resnet_mlops.data.cifar10 import load_cifar10
 
@@ -31,5 +33,5 @@ def load_source(settings: DataSettings) -> Examples:
     if settings.source == "folder":
         from resnet_mlops.data.folder import load_folder
 
-        return load_folder(settings)
+        return load_folder(settings, cache)
     return load_digits(settings)

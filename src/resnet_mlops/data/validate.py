@@ -13,7 +13,7 @@ reports/data_validation.json.
 
 from __future__ import annotations
 
-from collections import Counter, defaultdict
+from collections import Counter
 from dataclasses import asdict
 
 import numpy as np
@@ -21,15 +21,24 @@ import numpy as np
 from resnet_mlops.data.examples import Examples, Problem
 
 
+def _same_content(hashes: list[str]) -> list[list[int]]:
+    """The groups of two or more images with the same hash, in order of their first image.
+
+    By sorting, not a dict of every hash: memory stays one index per image on large datasets."""
+    order = sorted(range(len(hashes)), key=hashes.__getitem__)  # stable: each group in file order
+    groups, start = [], 0
+    for end in range(1, len(order) + 1):
+        if end == len(order) or hashes[order[end]] != hashes[order[start]]:
+            if end - start > 1:
+                groups.append(order[start:end])
+            start = end
+    return sorted(groups, key=lambda members: members[0])
+
+
 def _duplicates(examples: Examples) -> tuple[np.ndarray, list[Problem]]:
     keep = np.ones(len(examples.paths), dtype=bool)
     problems = []
-    groups: dict[str, list[int]] = defaultdict(list)
-    for i, digest in enumerate(examples.hashes):
-        groups[digest].append(i)
-    for members in groups.values():
-        if len(members) < 2:
-            continue
+    for members in _same_content(examples.hashes):
         labels = {examples.class_names[examples.labels[i]] for i in members}
         if len(labels) > 1:
             for i in members:

@@ -10,6 +10,7 @@ followed either (reported the same way); in a folder, links inside it are.
 
 from __future__ import annotations
 
+import functools
 import os
 import posixpath
 import stat
@@ -28,6 +29,7 @@ class Entry:
     read: Callable[[], bytes] | None
     unsafe: str | None = None      # why the entry must not be read
     is_dir: bool = False           # folders are listed too, so an empty class folder is seen
+    stat: tuple[int, int, int] | None = None  # a folder's file: (size, mtime_ns, inode), to skip re-reading it
 
 
 def entries(root: str | Path) -> Iterator[Entry]:
@@ -103,15 +105,32 @@ def _zip_entries(path: Path) -> Iterator[Entry]:
 
 
 def _folder_entries(root: Path) -> Iterator[Entry]:
+    """In os.walk's order (a folder's subfolders, its files, then each subfolder), by os.scandir on
+    strings: on a folder of a million small images, pathlib objects cost more than the files."""
     real_root = root.resolve()
-    for folder, dirs, files in os.walk(root):
-        dirs.sort()
-        for name in dirs:
-            yield Entry(Path(folder, name).relative_to(root).as_posix(), None, is_dir=True)
-        for name in sorted(files):
-            full = Path(folder, name)
-            relative = full.relative_to(root).as_posix()
-            if full.is_symlink() and not full.resolve().is_relative_to(real_root):
-                yield Entry(relative, None, f"link to {os.readlink(full)!r}, outside the folder")
-            elif full.is_file():
-                yield Entry(relative, full.read_bytes)
+
+    def walk(folder: str, prefix: str) -> Iterator[Entry]:
+        with os.scandir(folder) as listing:
+            items = sorted(listing, key=lambda item: item.name)
+        folders = [item for item in items if item.is_dir()]
+        for item in folders:
+            yield Entry(prefix + item.name, None, is_dir=True)
+        for item in items:
+            if item.is_dir():
+                continue
+            if item.is_symlink() and not Path(item.path).resolve().is_relative_to(real_root):
+                yield Entry(prefix + item.name, None, f"link to {os.readlink(item.path)!r}, outside the folder")
+            elif item.is_file():
+                info = item.stat()
+                yield Entry(prefix + item.name, functools.partial(_read, item.path),
+                            stat=(info.st_size, info.st_mtime_ns, info.st_ino))
+        for item in folders:
+            if not item.is_symlink():  # as os.walk: a linked folder is listed, not entered
+                yield from walk(item.path, f"{prefix}{item.name}/")
+
+    yield from walk(str(root), "")
+
+
+def _read(path: str) -> bytes:
+    with open(path, "rb") as handle:
+        return handle.read()

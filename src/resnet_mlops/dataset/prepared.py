@@ -5,7 +5,7 @@
     manifest.parquet   one row per image: source path, label, split, content hash, original size
     <split>_images.npy / <split>_labels.npy     format "arrays" (the default): uint8 arrays
     <split>-NNNNN-of-MMMMM.tfrecord             format "tfrecord" (data.stream: true): shards,
-                                                see data/tfrecords.py
+                                                see dataset/tfrecords.py
 
 `.npy` rather than `.npz`, and pyarrow's parquet writer, because both write
 identical bytes for identical data, so re-preparing unchanged data keeps the DVC hash.
@@ -17,10 +17,12 @@ import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
-from resnet_mlops.dataset.tfrecords import read_tfrecords
+from resnet_mlops.dataset import tfrecords
+from resnet_mlops.dataset.tfrecords import read_tfrecords, shard, shard_names
 from resnet_mlops.errors import UserError
 
 @dataclass(frozen=True)
@@ -36,10 +38,66 @@ class Split:
         return digest.hexdigest()
 
 
-def write_arrays(folder: Path, name: str, split: Split) -> list[str]:
-    np.save(folder / f"{name}_images.npy", split.images, allow_pickle=False)
-    np.save(folder / f"{name}_labels.npy", split.labels, allow_pickle=False)
-    return [f"{name}_images.npy", f"{name}_labels.npy"]
+@dataclass(frozen=True)
+class Written:
+    """A split as written: its files, the sha256 `Split.sha256` gives it, and per channel the number,
+    sum and sum of squares of its pixel values (exact integers: the statistics need no second pass)."""
+
+    files: list[str]
+    sha256: str
+    moments: np.ndarray  # int64 (3, channels): count, sum, sum of squares
+
+
+# Pixels in memory at once while a split is written (one block), whatever the dataset's size.
+BLOCK_BYTES = 64 << 20
+
+
+def write_split(folder: Path, name: str, stream: bool, rows: Callable[[int, int], tuple[np.ndarray, np.ndarray]],
+                count: int, shape: tuple[int, ...]) -> Written:
+    """Write a split of `count` images, `rows(start, stop)` giving those rows' (images, labels):
+    as TFRecord shards of SHARD_EXAMPLES images, or (not `stream`) as the two .npy arrays. Read
+    and written in blocks of at most BLOCK_BYTES of pixels, none across a shard's end."""
+    digest = hashlib.sha256(str((count, *shape)).encode())
+    moments = np.zeros((3, shape[-1]), np.int64)
+    labels = []
+    files = shard_names(name, count) if stream else [f"{name}_images.npy", f"{name}_labels.npy"]
+    per_shard = tfrecords.SHARD_EXAMPLES
+    block = max(1, min(per_shard, BLOCK_BYTES // int(np.prod(shape))))
+    out = None
+    if not stream:
+        out = open(folder / files[0], "wb")
+        np.lib.format.write_array_header_1_0(out, {"descr": "|u1", "fortran_order": False, "shape": (count, *shape)})
+    for first in range(0, count, per_shard):
+        if stream:
+            out = open(folder / files[first // per_shard], "wb")
+        for start in range(first, min(first + per_shard, count), block):
+            images, block_labels = rows(start, min(start + block, first + per_shard, count))
+            digest.update(np.ascontiguousarray(images).tobytes())
+            moments += _moments(images)
+            labels.append(block_labels)
+            out.write(shard(images, block_labels) if stream else np.ascontiguousarray(images).tobytes())
+        if stream:
+            out.close()
+    if not stream:
+        out.close()
+    all_labels = np.concatenate(labels).astype(np.int64) if labels else np.zeros(0, np.int64)
+    digest.update(str(all_labels.shape).encode())
+    digest.update(all_labels.tobytes())
+    if not stream:
+        np.save(folder / files[1], all_labels, allow_pickle=False)
+    return Written(files, digest.hexdigest(), moments)
+
+
+def _moments(images: np.ndarray) -> np.ndarray:
+    """(count, sum, sum of squares) per channel, exactly: float64 sums of 65,536 values at a time
+    (each below 2 ** 53) added up as integers; a few times faster than numpy's integer reductions."""
+    channels = np.ascontiguousarray(images.reshape(-1, images.shape[-1]).T)
+    out = np.zeros((3, len(channels)), np.int64)
+    for c, values in enumerate(channels):
+        for start in range(0, len(values), 1 << 16):
+            part = values[start:start + (1 << 16)].astype(np.float64)
+            out[:, c] += len(part), int(part.sum()), int(np.einsum("i,i->", part, part))
+    return out
 
 
 def read_summary(folder: str | Path) -> dict:

@@ -2,13 +2,16 @@
 
 One record per image: `image` (the raw uint8 pixels, row-major H x W x C) and
 `label` (int64). The writer and the parser live together so the two cannot drift.
-TensorFlow is imported only when a function here runs.
+Writing needs no TensorFlow; reading imports it when a function here runs.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import functools
+
+import google_crc32c
 import numpy as np
 
 SHARD_EXAMPLES = 10_000
@@ -19,19 +22,58 @@ def shard_names(name: str, count: int) -> list[str]:
     return [f"{name}-{i:05d}-of-{shards:05d}.tfrecord" for i in range(shards)]
 
 
-def write_tfrecords(folder: Path, name: str, split) -> list[str]:
-    """Write a split (anything with `.images` and `.labels`) as shards; return their file names."""
-    import tensorflow as tf
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte, value = value & 0x7F, value >> 7
+        if value:
+            out.append(byte | 0x80)
+        else:
+            out.append(byte)
+            return bytes(out)
 
-    files = shard_names(name, len(split.labels))
-    for index, file in enumerate(files):
-        part = slice(index * SHARD_EXAMPLES, (index + 1) * SHARD_EXAMPLES)
-        with tf.io.TFRecordWriter(str(folder / file)) as writer:
-            for image, label in zip(split.images[part], split.labels[part]):
-                features = {"image": tf.train.Feature(bytes_list=tf.train.BytesList(value=[image.tobytes()])),
-                            "label": tf.train.Feature(int64_list=tf.train.Int64List(value=[int(label)]))}
-                writer.write(tf.train.Example(features=tf.train.Features(feature=features)).SerializeToString())
-    return files
+
+def _field(number: int, payload: bytes) -> bytes:
+    """A length-delimited protobuf field."""
+    return _varint(number << 3 | 2) + _varint(len(payload)) + payload
+
+
+def example(image: bytes, label: int) -> bytes:
+    """The serialized `tf.train.Example` {image: bytes, label: int64}, the same on every run.
+
+    Encoded here, without TensorFlow, so that prepare never imports it, and in a fixed order
+    (image, then label): TensorFlow's own serializer orders the two map entries by a hash
+    seeded per process, so the same data gave other shard bytes (another DVC hash) about
+    every second run. tests/test_tfrecords.py checks the bytes parse back as written.
+    """
+    head, tail = _layout(len(image), label)
+    return head + image + tail
+
+
+@functools.lru_cache(maxsize=4096)
+def _layout(length: int, label: int) -> tuple[bytes, bytes]:
+    """The bytes before and after an image of `length` bytes with this label (one pair per shard)."""
+    image_entry = _field(1, _field(1, b"image") + _field(2, _field(1, _field(1, b"\0" * length))))
+    label_value = _field(3, _field(1, _varint(label & 0xFFFFFFFFFFFFFFFF)))  # int64_list, packed
+    tail = _field(1, _field(1, b"label") + _field(2, label_value))
+    whole = _field(1, image_entry + tail)                                       # Example.features
+    return whole[:len(whole) - len(tail) - length], tail
+
+
+def _masked_crc(data: bytes) -> bytes:
+    crc = google_crc32c.value(data)
+    return (((crc >> 15 | crc << 17) + 0xA282EAD8) & 0xFFFFFFFF).to_bytes(4, "little")
+
+
+def frame(record: bytes) -> bytes:
+    """One TFRecord: length, its masked CRC-32C, the record, the record's masked CRC-32C."""
+    length = len(record).to_bytes(8, "little")
+    return length + _masked_crc(length) + record + _masked_crc(record)
+
+
+def shard(images: np.ndarray, labels: np.ndarray) -> bytes:
+    """The bytes of one shard file holding these images (uint8, N x H x W x C) and labels."""
+    return b"".join(frame(example(image.tobytes(), int(label))) for image, label in zip(images, labels))
 
 
 def parser(shape: tuple[int, ...]):

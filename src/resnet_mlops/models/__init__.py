@@ -7,15 +7,17 @@ See ``docs/MODELS.md`` for the names, their options and their sizes.
 
 from __future__ import annotations
 
-from resnet_mlops.models.catalog import MODEL_NAMES, InvalidModelOption, validate
+from resnet_mlops.models.catalog import KERAS_APPLICATIONS, MODEL_NAMES, InvalidModelOption, validate
 from resnet_mlops.models.saving import load_model
 from resnet_mlops.models.summary import count_macs, describe, trainable_params
-from resnet_mlops.models.transfer import load_keras_applications_weights
+from resnet_mlops.models.transfer import copy_weights, load_keras_applications_weights
 
 __all__ = [
     "MODEL_NAMES",
     "InvalidModelOption",
+    "KERAS_APPLICATIONS",
     "build_model",
+    "copy_weights",
     "count_macs",
     "describe",
     "load_keras_applications_weights",

@@ -85,6 +85,13 @@ ARCHITECTURES: dict[str, Architecture] = {
 
 MODEL_NAMES: tuple[str, ...] = tuple(ARCHITECTURES)
 
+# Our names whose networks keras.applications builds layer for layer, with ImageNet weights
+# (models/transfer.py): ours -> its constructor.
+KERAS_APPLICATIONS = {
+    "resnet50": "ResNet50", "resnet101": "ResNet101", "resnet152": "ResNet152",
+    "resnet50v2": "ResNet50V2", "resnet101v2": "ResNet101V2", "resnet152v2": "ResNet152V2",
+}
+
 PREPROCESSING_MODES = ("scale", "caffe", "tf")
 STEMS = ("imagenet", "cifar")
 POOLING_MODES = (None, "avg", "max")

@@ -1,8 +1,10 @@
-"""`resnet-mlops lineage`: a registered version's commit, data hashes, params and the commands that rebuild it."""
+"""`resnet-mlops lineage`: a registered version's commit, data hashes, starting weights, params and the
+commands that rebuild it."""
 
 from __future__ import annotations
 
 from resnet_mlops.errors import UserError
+from resnet_mlops.registry.model_card import starting_weights
 from resnet_mlops.registry.store import registered_version
 
 
@@ -23,6 +25,7 @@ def lineage(model_uri: str) -> str:
              f"commit     {tags.get('git.commit', unknown)}{dirty}",
              f"data       {tags.get('data.source', unknown)}: data/prepared {tags.get('data.dvc_hash', unknown)} "
              f"(content {tags.get('data.content_hash', unknown)})",
+             f"weights    {starting_weights(tags)}",
              f"params     {len(run.data.params)} (hash {tags.get('params.hash', unknown)})",
              *(f"  {key} = {value}" for key, value in sorted(run.data.params.items())),
              f"reproduce  {tags.get('reproduce', unknown)}"]

@@ -16,15 +16,16 @@ _RECIPE = ("train.preset", "train.epochs", "train.batch_size", "train.optimizer"
            "train.augment.flip", "seed")
 
 
-def model_card(data: dict, run_params: dict[str, str], metrics: dict, per_class_csv: Path, verdict: dict) -> str:
-    """The card as Markdown, from the prepared data's summary, the params the training run logged
-    (flat: `train.epochs`), the test metrics, the per-class table and the promotion gate's verdict
-    (reports/promotion.json)."""
+def model_card(data: dict, run_params: dict[str, str], run_tags: dict[str, str], metrics: dict,
+               per_class_csv: Path, verdict: dict) -> str:
+    """The card as Markdown, from the prepared data's summary, the params and tags the training run
+    logged (flat: `train.epochs`), the test metrics, the per-class table and the promotion gate's
+    verdict (reports/promotion.json)."""
     name, version = verdict["model_name"], verdict["version"]
     shape = "x".join(map(str, data["image_shape"]))
     model = run_params.get("model.name", "not recorded")
     options = ", ".join(f"{key.removeprefix('model.')}={value}" for key, value in sorted(run_params.items())
-                        if key.startswith("model.") and key != "model.name")
+                        if key.startswith("model.") and key not in ("model.name", "model.pretrained"))
     recipe = ", ".join(f"{key} {run_params[key]}" for key in _RECIPE if run_params.get(key) not in (None, "None"))
     lines = [
         f"# Model card: {name} v{version}",
@@ -45,6 +46,7 @@ def model_card(data: dict, run_params: dict[str, str], metrics: dict, per_class_
         "## Model and recipe",
         "",
         f"- Model: `{model}`{f' ({options})' if options else ''}.",
+        f"- Starting weights: {starting_weights(run_tags)}.",
         f"- Recipe: {recipe or 'not recorded'} (every param: the MLflow run's Parameters).",
         "",
         "## Test metrics",
@@ -84,6 +86,16 @@ def model_card(data: dict, run_params: dict[str, str], metrics: dict, per_class_
         "",
     ]
     return "\n".join(lines)
+
+
+def starting_weights(tags: dict[str, str]) -> str:
+    """Where a run's training started from, from its `pretrained.*` tags (training/pretrained.py)."""
+    source = tags.get("pretrained.source")
+    if source is None:
+        return "random initialisation"
+    version = tags.get("pretrained.model_version")
+    of_version = f", {version} of run {tags.get('pretrained.run_id')}" if version else ""
+    return f"{source} (sha256 {tags.get('pretrained.sha256')}{of_version})"
 
 
 def _figure(value) -> str:

@@ -113,7 +113,7 @@ def run(params: Params, layout: Layout) -> dict:
                   "model_uri": champion_uri(name)}
         with atomic.replace_together(layout.promotion, layout.model_card, layout.registration) as staged:
             atomic.write_json(staged[layout.promotion], record)
-            card = model_card(data, active.data.params, metrics, layout.per_class, record)
+            card = model_card(data, active.data.params, active.data.tags, metrics, layout.per_class, record)
             staged[layout.model_card].write_text(card)
             atomic.write_json(staged[layout.registration], result)
             for output in (layout.promotion, layout.model_card):
@@ -156,7 +156,7 @@ def _version_tags(run_tags: dict[str, str], run_id: str, metrics: dict, data: di
     from resnet_mlops import tracking
 
     lineage = ("git.commit", "git.dirty", "data.dvc_hash", "data.content_hash", "params.hash", "reproduce",
-               tracking.FLOW_RUN_TAG)
+               tracking.FLOW_RUN_TAG, "pretrained.source", "pretrained.sha256", "pretrained.model_version")
     return {**{key: run_tags[key] for key in lineage if key in run_tags},
             "run_id": run_id, "test_set_hash": data["splits"]["test"]["sha256"],
             **{key: f"{metrics[key]:.4f}" for key in HEADLINE if key in metrics}}

@@ -3,7 +3,9 @@
 Each checkpoint is a folder `epoch-NNNN/` written atomically: every variable
 of the training model (weights, batch-norm statistics, the augmentation's random
 state) and of its optimizer, in order, in `state.npz`, and `state.json` with the
-epoch count, the history so far, the MLflow run id and the fingerprint of what
+epoch count, the history so far, the MLflow run id, the recipe's phase (a
+fine-tune's head or whole-network phase, each with its own optimizer: the trainer
+compiles the model for that phase before restoring) and the fingerprint of what
 is being trained. A checkpoint whose fingerprint differs (other params, other
 data) is never resumed. Only the newest KEEP folders stay; a finished training
 removes them all.

@@ -1,9 +1,10 @@
 """The `train` stage: fit the ResNet on data/prepared with the recipe of `train.*`, save and log it.
 
-Read top to bottom: devices, data, model, checkpoint to resume from, MLflow run,
-fit, outputs. Backend-neutral except where the data are TFRecord shards. The run
-gets the Keras model; the served pyfunc is logged by `register`, which registers
-it, so a change in the serving code re-registers without retraining.
+Read top to bottom: devices, data, starting weights, model, checkpoint to resume from
+(and its phase), MLflow run, fit phase by phase, outputs. Backend-neutral except where
+the data are TFRecord shards. The run gets the Keras model; the served pyfunc is logged
+by `register`, which registers it, so a change in the serving code re-registers without
+retraining.
 """
 
 from __future__ import annotations
@@ -25,10 +26,10 @@ from resnet_mlops.errors import UserError
 from resnet_mlops.models.saving import load_model, save_model
 from resnet_mlops.models.summary import trainable_params
 from resnet_mlops.project import Layout
-from resnet_mlops.training import devices, inputs, multiworker, report
+from resnet_mlops.training import devices, inputs, multiworker, pretrained, report
 from resnet_mlops.training.callbacks import MlflowEpochLogger, ResumableEarlyStopping
 from resnet_mlops.training.checkpoints import Checkpoints, EpochCheckpoint, fingerprint
-from resnet_mlops.training.model import training_model
+from resnet_mlops.training.model import compile_phase, phases, set_trainable, training_model
 
 
 def run(params: Params, layout: Layout) -> dict:
@@ -43,36 +44,58 @@ def run(params: Params, layout: Layout) -> dict:
     val_data = (val.images, inputs.one_hot(val.labels, len(class_names)))
 
     steps_per_epoch = -(-data["splits"]["train"]["count"] // settings.batch_size)
+    image_shape = tuple(data["image_shape"])
+    start = pretrained.starting_weights(params.model, image_shape)
+    if start is not None:
+        print(f"train: starting from {start.source} (sha256 {start.sha256[:12]})", flush=True)
     with device.scope():
-        model, classifier = training_model(params, tuple(data["image_shape"]), len(class_names),
-                                           steps_per_epoch, device.jit_compile)
+        model, classifier = training_model(params, image_shape, len(class_names), steps_per_epoch,
+                                           device.jit_compile, start)
     if device.multi_worker:
         multiworker.apply_shims(model, device.strategy)
 
     resolved = {**params.raw, "train": asdict(settings)}
     checkpoints = Checkpoints(layout.checkpoints, fingerprint(
-        params.seed, params.model, resolved["train"], data["content_hash"], keras.backend.backend()))
+        params.seed, params.model, resolved["train"], data["content_hash"], keras.backend.backend(),
+        start and start.sha256))
     resume = checkpoints.latest()
+    plan = phases(settings)
+    first = [phase.name for phase in plan].index(resume["phase"]) if resume else 0
     history: dict[str, list[float]] = {}
     if resume:
+        if first:  # the checkpoint's variables are those of its own phase's compiled model
+            with device.scope():
+                compile_phase(model, classifier, settings, plan[first], steps_per_epoch, device.jit_compile)
         Checkpoints.restore(model, resume)
         history = resume["history"]
-        print(f"train: resuming after epoch {resume['epoch']} from {resume['path']}", flush=True)
+        print(f"train: resuming after epoch {resume['epoch']} ({resume['phase']} phase) from {resume['path']}",
+              flush=True)
     initial_epoch = resume["epoch"] if resume else 0
-    train_data = _training_data(layout, data, params, initial_epoch)
 
     with _run(device, params, layout, resume) as run:
         if resume is None and run is not None:
-            _log_start(params, layout, data, resolved, device, classifier)
-        callbacks = [MlflowEpochLogger(data["splits"]["train"]["count"])] if run is not None else []
-        callbacks.append(EpochCheckpoint(checkpoints, history, {"run_id": run and run.info.run_id,
-                                                                "attempt": _attempt(resume)}))
-        if settings.early_stopping:
-            callbacks.append(ResumableEarlyStopping(settings.early_stopping, history))
-        if initial_epoch < settings.epochs and not _stopped_early(settings, history):
-            model.fit(train_data, validation_data=val_data, epochs=settings.epochs, initial_epoch=initial_epoch,
-                      steps_per_epoch=steps_per_epoch, shuffle=False, callbacks=callbacks,
-                      verbose=1 if sys.stdout.isatty() else 2)
+            _log_start(params, layout, data, resolved, device, start)
+        for phase in plan[first:]:
+            if phase is not plan[first]:
+                with device.scope():
+                    compile_phase(model, classifier, settings, phase, steps_per_epoch, device.jit_compile)
+            callbacks = [MlflowEpochLogger(data["splits"]["train"]["count"])] if run is not None else []
+            callbacks.append(EpochCheckpoint(checkpoints, history, {"run_id": run and run.info.run_id,
+                                                                    "attempt": _attempt(resume),
+                                                                    "phase": phase.name}))
+            if settings.early_stopping:
+                callbacks.append(ResumableEarlyStopping(settings.early_stopping, history))
+            begin = max(initial_epoch, phase.first_epoch)
+            if begin < phase.end_epoch and not _stopped_early(settings, history):
+                if len(plan) > 1:
+                    print(f"train: {phase.name} phase, epochs {begin + 1}-{phase.end_epoch}", flush=True)
+                # A stream per phase, from its first epoch: a fit may read ahead of its last step.
+                model.fit(_training_data(layout, data, params, begin), validation_data=val_data,
+                          epochs=phase.end_epoch, initial_epoch=begin, steps_per_epoch=steps_per_epoch,
+                          shuffle=False, callbacks=callbacks, verbose=1 if sys.stdout.isatty() else 2)
+        set_trainable(classifier, head_only=False)  # the saved model is an ordinary one, whatever the last phase
+        if run is not None:
+            mlflow.set_tag("model.trainable_params", str(trainable_params(classifier)))
 
         if device.multi_worker:
             multiworker.synchronize_batch_norm(classifier, False)
@@ -137,14 +160,14 @@ def _run(device: devices.DevicePlan, params: Params, layout: Layout, resume: dic
         yield run
 
 
-def _log_start(params, layout, data, resolved, device, classifier) -> None:
-    """What a run records once, at its start: params, lineage, device, model size."""
+def _log_start(params, layout, data, resolved, device, start) -> None:
+    """What a run records once, at its start: params, lineage (the starting weights' too), device."""
     mlflow.log_params(flatten(resolved))
     tracking.log_lineage(str(layout.prepared), data)
     canonical = json.dumps(resolved, sort_keys=True, default=str).encode()
     mlflow.set_tags({"params.hash": hashlib.sha256(canonical).hexdigest()[:16],
                      "device": device.description, "keras.backend": keras.backend.backend(),
-                     "model.trainable_params": str(trainable_params(classifier)), "train.attempt": "1"})
+                     "train.attempt": "1", **(start.tags() if start else {})})
 
 
 def _log_outputs(staged, layout, sample) -> None:
