@@ -32,7 +32,7 @@ import sys
 import time
 from pathlib import Path
 
-from support.scratch import CIFAR_ARCHIVE
+from support.scratch import CIFAR_ARCHIVE, shipped_params
 from support.synthetic import image_folder
 
 ADDED_PER_CLASS = 600  # 10 classes: 6,000 new train images, 1% of 600,000
@@ -48,11 +48,11 @@ def prepare_once(folder: Path, out: Path, cache: Path, scheduler: str | None) ->
     from resnet_mlops.data.prepare import prepare
 
     params_file = out / "params.yaml"
-    params_file.write_text(json.dumps({
-        "seed": 0, "data": {"source": "folder", "path": str(folder), "image_size": 32, "channels": 3,
-                            "val_fraction": 0.1, "test_fraction": 0.2, "stream": True, "workers": 2,
-                            "dask_scheduler": scheduler},
-        "model": {"name": "resnet20"}, "train": {}, "register": {"model_name": "bench"}}))
+    params = shipped_params()
+    params["data"] = {**params["data"], "source": "folder", "path": str(folder), "image_size": 32, "channels": 3,
+                      "val_fraction": 0.1, "test_fraction": 0.2, "stream": True, "workers": 2,
+                      "dask_scheduler": scheduler}
+    params_file.write_text(json.dumps(params))
     settings = load_params(params_file).data
     printed = io.StringIO()
     start = time.perf_counter()
