@@ -10,9 +10,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
-import subprocess
-import time
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +17,7 @@ import pytest
 
 from resnet_mlops.config import ModelSettings, load_params
 from resnet_mlops.errors import ConfigError, UserError
-from support.project_repo import copy_project, run, write_params
+from support.project_repo import copy_project, kill_training_at, run, write_params
 from support.tracking_uri import tracking_store
 
 
@@ -219,21 +216,7 @@ def test_a_killed_finetune_from_a_registered_version_resumes_in_its_phase_and_re
     done = run(["resnet-mlops", "train"], whole, env=env)
     assert "head phase, epochs 1-2" in done.stdout and "whole phase, epochs 3-6" in done.stdout
 
-    process = subprocess.Popen(["resnet-mlops", "train"], cwd=killed, env=env, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL)
-    try:
-        third = killed / "models/checkpoints/epoch-0003"
-        deadline = time.monotonic() + 300
-        while not third.exists():
-            assert process.poll() is None, f"training ended (exit {process.returncode}) before epoch 3"
-            assert time.monotonic() < deadline, "no epoch-3 checkpoint after 300 s"
-            time.sleep(0.01)
-        process.send_signal(signal.SIGKILL)
-        assert process.wait(timeout=60) == -signal.SIGKILL
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
+    third = kill_training_at(killed, "epoch-0003", env=env)
     assert json.loads((third / "state.json").read_text())["phase"] == "whole"
     resumed = run(["resnet-mlops", "train"], killed, env=env)
     assert "(whole phase)" in resumed.stdout and "head phase" not in resumed.stdout

@@ -10,16 +10,13 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
-import subprocess
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
 
-from support.project_repo import TINY_PARAMS, copy_project, run
+from support.project_repo import TINY_PARAMS, copy_project, kill_training_at, run
 from support.tracking_uri import tracking_store
 
 pytestmark = pytest.mark.slow
@@ -69,22 +66,7 @@ def test_killed_training_resumes_to_the_same_weights_in_the_same_run(prepared_pr
     whole, killed = clone(prepared_project, tmp_path / "whole"), clone(prepared_project, tmp_path / "killed")
     run(["resnet-mlops", "train"], whole)
 
-    process = subprocess.Popen(["resnet-mlops", "train"], cwd=killed, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL)
-    try:
-        second_epoch = killed / "models/checkpoints/epoch-0002"
-        deadline = time.monotonic() + 300
-        while not second_epoch.exists():
-            assert process.poll() is None, f"training ended (exit {process.returncode}) before epoch 2"
-            assert time.monotonic() < deadline, "no epoch-2 checkpoint after 300 s"
-            time.sleep(0.01)
-        time.sleep(0.3)  # into the third epoch
-        process.send_signal(signal.SIGKILL)
-        assert process.wait(timeout=60) == -signal.SIGKILL
-    finally:  # never leave the training behind when the test fails
-        if process.poll() is None:
-            process.kill()
-            process.wait()
+    kill_training_at(killed, "epoch-0002", settle=0.3)  # into the third epoch
     assert not (killed / "models/model.keras").exists()
     kept = sorted(p.name for p in (killed / "models/checkpoints").iterdir() if not p.name.startswith("."))
     assert 1 <= len(kept) <= 2 and kept[-1] in ("epoch-0002", "epoch-0003")  # never more than two

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import sqlite3
 import subprocess
+import time
 from pathlib import Path
 
 import yaml
@@ -122,3 +124,25 @@ def outputs_of(repo: Path) -> dict[str, bytes]:
                 found[str(file.relative_to(repo))] = file.read_bytes()
     assert len(found) > 10, sorted(found)
     return found
+
+
+def kill_training_at(project: Path, checkpoint: str, env: dict | None = None, settle: float = 0.0) -> Path:
+    """Start `resnet-mlops train` in `project` and SIGKILL it once `models/checkpoints/<checkpoint>`
+    exists (and `settle` seconds later); return that checkpoint's folder."""
+    process = subprocess.Popen(["resnet-mlops", "train"], cwd=project, env=env, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+    try:
+        target = project / "models/checkpoints" / checkpoint
+        deadline = time.monotonic() + 300
+        while not target.exists():
+            assert process.poll() is None, f"training ended (exit {process.returncode}) before {checkpoint}"
+            assert time.monotonic() < deadline, f"no {checkpoint} checkpoint after 300 s"
+            time.sleep(0.01)
+        time.sleep(settle)
+        process.send_signal(signal.SIGKILL)
+        assert process.wait(timeout=60) == -signal.SIGKILL
+    finally:  # never leave the training behind when the test fails
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    return target
