@@ -12,7 +12,7 @@ animals, then trains the same network on the 800 vehicle images two ways, seed b
 the same epoch budget (`--epochs`):
 
     finetune  model.pretrained: the animals' models/model.keras, train.preset: finetune
-              (the new head alone for train.head_epochs, then the whole network at a tenth of the rate)
+              (the new head alone for train.head_epochs, then the whole network at half the rate)
     scratch   random initialisation, the default recipe (Adam, cosine) with the same augmentation
 
 and prints each one's test accuracy on the 4,000 vehicle test images, the medians over the seeds
@@ -96,7 +96,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--epochs", type=int, default=15, help="the vehicles' budget, both ways")
-    parser.add_argument("--head-epochs", type=int, default=3)
+    parser.add_argument("--head-epochs", type=int, default=1)
     parser.add_argument("--pretrain-epochs", type=int, default=10)
     parser.add_argument("--pretrain-per-class", type=int, default=2000)
     parser.add_argument("--train-per-class", type=int, default=200)

@@ -58,7 +58,7 @@ def test_adding_images_never_moves_existing_ones(digits_settings):
 
 
 def test_a_source_test_set_stays_test():
-    hashes = [f"{i:064x}" for i in range(400)]
+    hashes = np.array([i.to_bytes(32, "big") for i in range(400)], dtype="S32")
     split_of = assign(hashes, ["test"] * 100 + ["train"] * 300, 3, 0.15, 0.2)
     assert (split_of[:100] == "test").all()
     assert set(split_of[100:]) == {"train", "val"}

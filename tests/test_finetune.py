@@ -67,9 +67,9 @@ def test_the_finetune_preset_trains_the_head_then_the_whole_network_slower(tmp_p
     params = load_params(write_params(tmp_path, tiny_params))
     assert params.model.pretrained == "models:/tiny-digits@champion" and "pretrained" not in params.model.options
     plan = phases(params.train)
-    assert [(p.name, p.first_epoch, p.end_epoch) for p in plan] == [(HEAD, 0, 3), (WHOLE, 3, 10)]
-    assert plan[1].recipe(params.train).learning_rate == pytest.approx(0.1 * params.train.learning_rate)
-    assert plan[1].recipe(params.train).epochs == 7
+    assert [(p.name, p.first_epoch, p.end_epoch) for p in plan] == [(HEAD, 0, 1), (WHOLE, 1, 10)]
+    assert plan[1].recipe(params.train).learning_rate == pytest.approx(0.5 * params.train.learning_rate)
+    assert plan[1].recipe(params.train).epochs == 9
     tiny_params["train"] = {"epochs": 4}  # no head phase: one phase, the recipe as it is
     assert phases(load_params(write_params(tmp_path, tiny_params)).train) == [Phase(WHOLE, 0, 4, 1.0)]
 

@@ -54,6 +54,6 @@ def test_run_with_bad_params_touches_nothing(tmp_path, tiny_params):
     folder = copy_project(tmp_path / "download", tiny_params)
     done = run(["resnet-mlops", "run"], folder, check=False)
     assert done.returncode == 2
-    assert done.stderr.strip() == (f"resnet-mlops run: error: params.yaml: train.learning_rate: "
-                                   f"must be a number >= 0, got -1")
+    assert done.stderr.strip() == ("resnet-mlops run: error: params.yaml: train.learning_rate: "
+                                   "must be a number >= 0, got -1")
     assert sorted(p.name for p in folder.iterdir()) == ["data", "dvc.yaml", "params.yaml", "src"]

@@ -25,7 +25,7 @@ DEFAULTS = {
     "warmup_fraction": 0.0,        # share of training spent warming up linearly to the peak rate
     "head_epochs": 0,              # fine-tuning: the first epochs train the new classifier alone, the
                                    # rest of the network frozen (needs model.pretrained); 0: no such phase
-    "finetune_lr_factor": 0.1,     # ... then the whole network trains at learning_rate x this
+    "finetune_lr_factor": 0.5,     # ... then the whole network trains at learning_rate x this
     "step_at": [0.5, 0.75],        # step schedule: fractions of training where the rate is multiplied...
     "step_factor": 0.1,            # ... by this factor
     "augment": {
@@ -61,10 +61,12 @@ PRESETS = {
     # Fine-tuning starting weights (model.pretrained) on a small dataset, as the Keras transfer
     # learning guide does it: the new classifier alone first, the pretrained network frozen with its
     # batch normalization in inference mode, so the random head's large early gradients cannot wreck
-    # the features; then the whole network at a tenth of that rate.
+    # the features; then the whole network at half that rate (the default recipe's peak). A tenth
+    # (1e-4), as the guide has it for ImageNet features, left features pretrained on another task
+    # too far from the new one: bench/RESULTS.md, fine-tuning.
     "finetune": {
-        "epochs": 10, "optimizer": "adam", "learning_rate": 0.001, "schedule": "cosine", "warmup_fraction": 0.0,
-        "head_epochs": 3, "finetune_lr_factor": 0.1, "augment": {"crop": 4, "flip": True},
+        "epochs": 10, "optimizer": "adam", "learning_rate": 0.004, "schedule": "cosine", "warmup_fraction": 0.0,
+        "head_epochs": 1, "finetune_lr_factor": 0.5, "augment": {"crop": 4, "flip": True},
     },
 }
 

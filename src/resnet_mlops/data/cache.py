@@ -23,6 +23,7 @@ safe: the next prepare decodes everything again.
 
 from __future__ import annotations
 
+import array
 import contextlib
 import fcntl
 import hashlib
@@ -57,32 +58,31 @@ class DecodeCache:
         self._lock = None
         self.decoded = 0  # files decoded by this run (stored here)
         self.packs: list[str] = []          # pack number -> id
-        self._shas: list[np.ndarray] = []
-        self._where: list[np.ndarray] = []  # (pack, row, width, height) per indexed sha
         self._bad: dict[bytes, tuple[int, str, str]] = {}  # sha -> (pack, kind, detail)
+        shas, where = [], []                # (pack, row, width, height) per indexed sha
         for index_file in sorted(self.folder.glob("*.index.npy")):
-            self._add(index_file.name.removesuffix(".index.npy"), np.load(index_file, allow_pickle=False))
-        self._freeze()
+            index = np.load(index_file, allow_pickle=False)
+            where.append(self._add(index_file.name.removesuffix(".index.npy"), index))
+            shas.append(index["sha256"])
+        # The packs known when this run began, sorted by sha for `lookup`; packs stored by this
+        # run are not looked up again (its files are each looked up once).
+        shas = np.concatenate(shas) if shas else np.zeros(0, "S32")
+        where = np.concatenate(where) if where else np.zeros((0, 4), np.int64)
+        order = np.argsort(shas, kind="stable")
+        self._sorted, self._sorted_where = shas[order], where[order]
 
-    def _add(self, pack_id: str, index: np.ndarray) -> int:
+    def _add(self, pack_id: str, index: np.ndarray) -> np.ndarray:
+        """Number a pack; its images' (pack, row, width, height)."""
         number = len(self.packs)
         self.packs.append(pack_id)
         where = np.zeros((len(index), 4), np.int64)
         where[:, 0], where[:, 1] = number, np.arange(len(index))
         where[:, 2], where[:, 3] = index["width"], index["height"]
-        self._shas.append(index["sha256"])
-        self._where.append(where)
         bad = self.folder / f"{pack_id}.bad.json"
         if bad.exists():
             for sha, kind, detail in json.loads(bad.read_text()):
                 self._bad[bytes.fromhex(sha)] = (number, kind, detail)
-        return number
-
-    def _freeze(self) -> None:
-        shas = np.concatenate(self._shas) if self._shas else np.zeros(0, "S32")
-        where = np.concatenate(self._where) if self._where else np.zeros((0, 4), np.int64)
-        order = np.argsort(shas, kind="stable")
-        self._sorted, self._sorted_where = shas[order], where[order]
+        return where
 
     def _hold(self) -> None:
         """Take this policy's shared lock for the life of this object: a prepare of another
@@ -123,7 +123,8 @@ class DecodeCache:
                    lambda f: f.write(json.dumps([[sha.hex(), kind, detail] for sha, kind, detail in bad]).encode()))
         _write(self.folder / f"{pack_id}.npy", lambda f: np.save(f, pixels, allow_pickle=False))
         _write(self.folder / f"{pack_id}.index.npy", lambda f: np.save(f, index, allow_pickle=False))
-        return self._add(pack_id, index)
+        self._add(pack_id, index)
+        return len(self.packs) - 1
 
     def pixels(self, packs: np.ndarray, rows: np.ndarray) -> np.ndarray:
         """The images at (packs[i], rows[i]), in that order; each pack is mapped only while it is read."""
@@ -209,7 +210,8 @@ class KnownFiles:
         self.path = Path(cache_root) / "files" / f"{name}.npy"
         known = np.load(self.path, allow_pickle=False) if self.path.exists() else np.zeros(0, self._DTYPE)
         self._known = known[np.argsort(known["key"], kind="stable")]
-        self._seen: list[tuple[bytes, tuple[int, int, int], bytes]] = []
+        # What this run saw, column by column (72 bytes a file, no Python object each).
+        self._keys, self._stats, self._shas = bytearray(), array.array("q"), bytearray()
 
     @staticmethod
     def _key(path: str) -> bytes:
@@ -228,9 +230,15 @@ class KnownFiles:
 
     def saw(self, path: str, stat: tuple[int, int, int] | None, sha: bytes) -> None:
         if stat is not None:
-            self._seen.append((self._key(path), stat, sha))
+            self._keys += self._key(path)
+            self._stats.extend(stat)
+            self._shas += sha
 
     def save(self) -> None:
-        if self._seen:
+        if self._keys:
+            seen = np.zeros(len(self._keys) // 16, self._DTYPE)
+            seen["key"] = np.frombuffer(self._keys, "S16")
+            seen["stat"] = np.frombuffer(self._stats, np.int64).reshape(-1, 3)
+            seen["sha256"] = np.frombuffer(self._shas, "S32")
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            _write(self.path, lambda f: np.save(f, np.array(self._seen, dtype=self._DTYPE), allow_pickle=False))
+            _write(self.path, lambda f: np.save(f, seen, allow_pickle=False))

@@ -52,16 +52,26 @@ class Examples:
     labels: np.ndarray               # int64 (N,), index into class_names
     class_names: tuple[str, ...]
     paths: list[str]
-    hashes: list[str]                # sha256 of the original file bytes (or of the pixels)
-    sizes: list[tuple[int, int]]     # original (width, height)
-    split_hints: list[str | None]
+    hashes: np.ndarray               # S32 (N,): sha256 of the original file bytes (or of the pixels), raw
+    sizes: np.ndarray                # int32 (N, 2): original (width, height)
+    split_hints: np.ndarray          # object (N,): "train", "val", "test" or None
     problems: list[Problem] = field(default_factory=list)  # found while reading; already excluded
+
+    # Columns, not a Python object per image: a few dozen bytes each besides the path, so that
+    # a dataset of millions of images fits in memory as metadata (issue 15).
 
     def subset(self, keep: np.ndarray) -> "Examples":
         index = np.flatnonzero(keep) if keep.dtype == bool else keep
-        pick = lambda values: [values[i] for i in index]
-        return Examples(self.pixels.subset(index), self.labels[index], self.class_names, pick(self.paths),
-                        pick(self.hashes), pick(self.sizes), pick(self.split_hints), list(self.problems))
+        return Examples(self.pixels.subset(index), self.labels[index], self.class_names,
+                        [self.paths[i] for i in index], self.hashes[index], self.sizes[index],
+                        self.split_hints[index], list(self.problems))
+
+
+def hex_digests(shas: np.ndarray, start: int = 0, stop: int | None = None) -> list[str]:
+    """The hex digests of `shas[start:stop]` (S32), through the raw bytes: numpy drops an element's
+    trailing zero bytes when it hands it out."""
+    blob = np.ascontiguousarray(shas[start:stop]).tobytes().hex()
+    return [blob[i:i + 64] for i in range(0, len(blob), 64)]
 
 
 def from_arrays(images: np.ndarray, labels, class_names: tuple[str, ...], paths: list[str],
@@ -76,6 +86,7 @@ def from_arrays(images: np.ndarray, labels, class_names: tuple[str, ...], paths:
                            for x in images])
     return Examples(
         pixels=ArrayPixels(images), labels=np.asarray(labels, dtype=np.int64), class_names=class_names, paths=paths,
-        hashes=[hashlib.sha256(x.tobytes()).hexdigest() for x in images],
-        sizes=[(width, height)] * len(paths), split_hints=split_hints,
+        hashes=np.array([hashlib.sha256(x.tobytes()).digest() for x in images], dtype="S32"),
+        sizes=np.tile(np.array([width, height], np.int32), (len(paths), 1)),
+        split_hints=np.array(split_hints, dtype=object),
     )

@@ -232,7 +232,7 @@ def _read_tree(root: str, role: str | None, policy: _Policy, cache: DecodeCache,
         below = _place(trimmed(folder), predefined, role)[1]
         if below:
             classes.add(below[0])
-    keep, splits, labels = [], [], []
+    keep, splits, labels = array.array("q"), [], []
     for i, path in enumerate(files.paths):
         if i in files.problems:
             continue
@@ -247,6 +247,7 @@ def _read_tree(root: str, role: str | None, policy: _Policy, cache: DecodeCache,
         labels.append(below[0])
     shown = (lambda path: f"{root}:{path}") if role == "test" else (lambda path: path)
     packs = np.concatenate([where[:, 0], np.array([files.problems[i][0] for i in bad], np.int64)])
+    keep = np.frombuffer(keep, np.int64)
     return _Tree([shown(files.paths[i]) for i in keep], np.frombuffer(files.shas, "S32")[keep], where[keep],
                  splits, labels, sorted(classes), problems, packs, len(files.paths), reader.read)
 
@@ -261,7 +262,7 @@ def load_folder(settings: DataSettings, cache: DecodeCache) -> Examples:
         trees = [_read_tree(root, role, policy, cache, pool, slots) for root, role in roots]
     cache.prune(np.concatenate([tree.packs for tree in trees]))
     paths = [path for tree in trees for path in tree.paths]
-    order = sorted(range(len(paths)), key=paths.__getitem__)  # not the order of entries in an archive
+    order = np.array(sorted(range(len(paths)), key=paths.__getitem__), np.intp)  # not the order of an archive's entries
     shas = np.concatenate([tree.shas for tree in trees])[order]
     where = np.concatenate([tree.where for tree in trees])[order]
     class_names = tuple(sorted({name for tree in trees for name in tree.classes}))
@@ -275,14 +276,8 @@ def load_folder(settings: DataSettings, cache: DecodeCache) -> Examples:
         labels=np.array(labels, dtype=np.int64)[order],
         class_names=class_names,
         paths=[paths[i] for i in order],
-        hashes=_hex(shas),
-        sizes=[(int(w), int(h)) for w, h in where[:, 2:]],
-        split_hints=[splits[i] for i in order],
+        hashes=shas,
+        sizes=where[:, 2:].astype(np.int32),
+        split_hints=np.array(splits, dtype=object)[order],
         problems=[problem for tree in trees for problem in tree.problems],
     )
-
-
-def _hex(shas: np.ndarray) -> list[str]:
-    """Hex digests of an S32 array (through the raw bytes: numpy drops an element's trailing zero bytes)."""
-    blob = shas.tobytes().hex()
-    return [blob[i:i + 64] for i in range(0, len(blob), 64)]

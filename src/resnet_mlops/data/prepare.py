@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import binascii
+import ctypes
+import gc
 import hashlib
 import json
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 from resnet_mlops import atomic
 from resnet_mlops.config import DataSettings, Params
@@ -50,6 +54,7 @@ def prepare(settings: DataSettings, seed: int, out_dir: str | Path, report_path:
                         policy_key(settings.image_size, settings.channels, settings.min_size, settings.max_pixels),
                         shape)
     examples = load_source(settings, cache)
+    _release_freed_memory()
     clean, report, problems = validate(examples, settings.max_imbalance)
     report = {"source": settings.source, "path": settings.path, "test_path": settings.test_path,
               "policy": settings.on_error, **report}
@@ -83,10 +88,24 @@ def prepare(settings: DataSettings, seed: int, out_dir: str | Path, report_path:
             "".join(summary["splits"][n]["sha256"] for n in SPLITS).encode()).hexdigest()
         _write_json(tmp / "summary.json", summary)
         _write_json(tmp / "stats.json", _stats(summary["splits"], moments["train"]))
+        _release_freed_memory()
         _manifest(clean, split_of).to_parquet(tmp / "manifest.parquet", index=False)
     atomic.write_json(report_path, report)
     failed_report.unlink(missing_ok=True)
     return summary
+
+
+def _release_freed_memory() -> None:
+    """Hand freed memory back to the OS (glibc's malloc_trim; elsewhere a no-op).
+
+    Reading a large folder, and writing the shards, leave many freed Python objects scattered
+    through memory that glibc keeps mapped; what follows (validation, the manifest) would then
+    sit on top of them instead of in them."""
+    gc.collect()
+    try:
+        ctypes.CDLL(None).malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
 
 
 def _split(settings: DataSettings, seed: int, clean: Examples, problems: list, report: Path) -> np.ndarray:
@@ -128,10 +147,19 @@ def _stats(splits: dict[str, dict], moments: np.ndarray) -> dict:
 def _manifest(examples: Examples, split_of: np.ndarray) -> pd.DataFrame:
     return pd.DataFrame({
         "path": examples.paths,
-        "label": [examples.class_names[i] for i in examples.labels],
+        "label": np.array(examples.class_names, dtype=object)[examples.labels],
         "label_index": examples.labels,
         "split": split_of,
-        "sha256": examples.hashes,
-        "width": [w for w, _ in examples.sizes],
-        "height": [h for _, h in examples.sizes],
+        "sha256": _hex_column(examples.hashes),
+        "width": examples.sizes[:, 0].astype(np.int64),
+        "height": examples.sizes[:, 1].astype(np.int64),
     })
+
+
+def _hex_column(shas: np.ndarray) -> pd.api.extensions.ExtensionArray:
+    """The hex digests of `shas` (S32) as pandas' string column, made in Arrow's own layout (64
+    bytes each, no Python string per image); to_parquet writes the bytes a list of str gives."""
+    data = binascii.hexlify(np.ascontiguousarray(shas).tobytes())
+    offsets = np.arange(0, 64 * len(shas) + 1, 64, dtype=np.int64)
+    column = pa.Array.from_buffers(pa.large_string(), len(shas), [None, pa.py_buffer(offsets), pa.py_buffer(data)])
+    return pd.array(column, dtype=pd.StringDtype(na_value=np.nan))

@@ -17,7 +17,10 @@ import hashlib
 
 import numpy as np
 
+from resnet_mlops.data.examples import hex_digests
+
 SPLITS = ("train", "val", "test")
+_BLOCK = 1 << 16  # hashes turned to hex at a time
 
 
 def draw(seed: int, content_hash: str) -> float:
@@ -25,19 +28,21 @@ def draw(seed: int, content_hash: str) -> float:
     return int.from_bytes(digest[:8], "big") / 2.0 ** 64
 
 
-def assign(hashes: list[str], hints: list[str | None], seed: int,
-           val_fraction: float, test_fraction: float) -> np.ndarray:
-    """The split name of every image."""
-    names = []
-    for content_hash, hint in zip(hashes, hints):
-        if hint in ("test", "val"):
-            names.append(hint)
-            continue
-        u = draw(seed, content_hash)
-        if hint == "train":  # the source fixed test: val is a share of the rest
-            names.append("val" if u < val_fraction else "train")
-        elif u < test_fraction:
-            names.append("test")
-        else:
-            names.append("val" if u < test_fraction + val_fraction else "train")
-    return np.array(names)
+def assign(hashes: np.ndarray, hints, seed: int, val_fraction: float, test_fraction: float) -> np.ndarray:
+    """The split name of every image (an object array of the names in SPLITS), from the raw sha256
+    digests (S32) and the splits the source fixed (None where it fixed none)."""
+    names = np.empty(len(hashes), dtype=object)
+    for start in range(0, len(hashes), _BLOCK):
+        for i, content_hash in enumerate(hex_digests(hashes, start, start + _BLOCK), start):
+            hint = hints[i]
+            if hint in ("test", "val"):
+                names[i] = hint
+                continue
+            u = draw(seed, content_hash)
+            if hint == "train":  # the source fixed test: val is a share of the rest
+                names[i] = "val" if u < val_fraction else "train"
+            elif u < test_fraction:
+                names[i] = "test"
+            else:
+                names[i] = "val" if u < test_fraction + val_fraction else "train"
+    return names

@@ -21,17 +21,15 @@ import numpy as np
 from resnet_mlops.data.examples import Examples, Problem
 
 
-def _same_content(hashes: list[str]) -> list[list[int]]:
-    """The groups of two or more images with the same hash, in order of their first image.
+def _same_content(hashes: np.ndarray) -> list[list[int]]:
+    """The groups of two or more images with the same hash (S32), in order of their first image.
 
     By sorting, not a dict of every hash: memory stays one index per image on large datasets."""
-    order = sorted(range(len(hashes)), key=hashes.__getitem__)  # stable: each group in file order
-    groups, start = [], 0
-    for end in range(1, len(order) + 1):
-        if end == len(order) or hashes[order[end]] != hashes[order[start]]:
-            if end - start > 1:
-                groups.append(order[start:end])
-            start = end
+    order = np.argsort(hashes, kind="stable")  # stable: each group in file order
+    ranked = hashes[order]
+    starts = np.flatnonzero(np.concatenate([[True], ranked[1:] != ranked[:-1]]))
+    ends = np.append(starts[1:], len(order))
+    groups = [order[starts[g]:ends[g]].tolist() for g in np.flatnonzero(ends - starts > 1)]
     return sorted(groups, key=lambda members: members[0])
 
 
