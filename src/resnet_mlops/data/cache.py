@@ -69,7 +69,7 @@ class DecodeCache:
         shas = np.concatenate(shas) if shas else np.zeros(0, "S32")
         where = np.concatenate(where) if where else np.zeros((0, 4), np.int64)
         order = np.argsort(shas, kind="stable")
-        self._sorted, self._sorted_where = shas[order], where[order]
+        self._sorted, self._sorted_where = _Sorted(shas[order]), where[order]
 
     def _add(self, pack_id: str, index: np.ndarray) -> np.ndarray:
         """Number a pack; its images' (pack, row, width, height)."""
@@ -92,18 +92,16 @@ class DecodeCache:
             self._lock = open(self.root / f"{self.folder.name}.lock", "a")
             fcntl.flock(self._lock, fcntl.LOCK_SH)
 
-    def lookup(self, shas: list[bytes]) -> tuple[np.ndarray, dict[int, tuple[int, str, str]]]:
-        """The cached verdicts on files with these sha256s, in one search: an int64 array (N, 4) of
-        (pack, row, width, height), pack -1 where the file is not cached as a good image, and
+    def lookup(self, shas: np.ndarray) -> tuple[np.ndarray, dict[int, tuple[int, str, str]]]:
+        """The cached verdicts on files with these sha256s (S32), in one search: an int64 array (N, 4)
+        of (pack, row, width, height), pack -1 where the file is not cached as a good image, and
         {position: (pack, kind, detail)} for the files cached as bad."""
         self._hold()
-        wanted = np.array(shas, dtype="S32")
         where = np.full((len(shas), 4), -1, np.int64)
-        if len(self._sorted):
-            at = np.minimum(np.searchsorted(self._sorted, wanted), len(self._sorted) - 1)
-            hits = self._sorted[at] == wanted
-            where[hits] = self._sorted_where[at[hits]]
-        bad = {i: self._bad[sha] for i, sha in enumerate(shas) if sha in self._bad} if self._bad else {}
+        at, hits = self._sorted.find(shas)
+        where[hits] = self._sorted_where[at[hits]]
+        raw = np.ascontiguousarray(shas).tobytes()
+        bad = {i: self._bad[raw[32 * i:32 * i + 32]] for i in range(len(shas)) if raw[32 * i:32 * i + 32] in self._bad}
         return where, bad
 
     def store(self, pixels: np.ndarray, good: list[tuple[bytes, tuple[int, int]]],
@@ -160,6 +158,34 @@ class DecodeCache:
         fcntl.flock(self._lock, fcntl.LOCK_SH)
 
 
+class _Sorted:
+    """Sorted fixed-width digests (S16 or S32), searched by their first 8 bytes as integers: numpy
+    compares strings byte by byte, which made the look-ups of a large folder a good part of its read."""
+
+    def __init__(self, digests: np.ndarray):
+        self.digests = digests
+        self._prefixes = _prefixes(digests)
+
+    def find(self, wanted: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """For each of `wanted`: a position in the digests, and whether the digest there is it."""
+        if not len(self.digests) or not len(wanted):
+            return np.zeros(len(wanted), np.intp), np.zeros(len(wanted), bool)
+        prefixes = _prefixes(wanted)
+        at = np.minimum(np.searchsorted(self._prefixes, prefixes), len(self.digests) - 1)
+        hits = self.digests[at] == wanted
+        shared = ~hits & (self._prefixes[at] == prefixes)  # another digest with the same first 8 bytes
+        if shared.any():
+            at[shared] = np.minimum(np.searchsorted(self.digests, wanted[shared]), len(self.digests) - 1)
+            hits[shared] = self.digests[at[shared]] == wanted[shared]
+        return at, hits
+
+
+def _prefixes(digests: np.ndarray) -> np.ndarray:
+    """Each digest's first 8 bytes as a big-endian integer: they sort as the digests do."""
+    width = digests.dtype.itemsize
+    return np.frombuffer(np.ascontiguousarray(digests).tobytes(), ">u8").reshape(-1, width // 8)[:, 0].copy()
+
+
 @contextlib.contextmanager
 def _exclusive(lock_file: Path):
     """Whether `lock_file`'s exclusive lock could be taken at once (held inside the block)."""
@@ -210,29 +236,32 @@ class KnownFiles:
         self.path = Path(cache_root) / "files" / f"{name}.npy"
         known = np.load(self.path, allow_pickle=False) if self.path.exists() else np.zeros(0, self._DTYPE)
         self._known = known[np.argsort(known["key"], kind="stable")]
+        self._keys_sorted = _Sorted(self._known["key"])
         # What this run saw, column by column (72 bytes a file, no Python object each).
         self._keys, self._stats, self._shas = bytearray(), array.array("q"), bytearray()
+        self._batch = None  # (keys, stats, has a stat) of the files of the last `shas` call
 
-    @staticmethod
-    def _key(path: str) -> bytes:
-        return hashlib.blake2b(path.encode(), digest_size=16).digest()
+    def shas(self, files: list[tuple[str, tuple[int, int, int] | None]]) -> tuple[np.ndarray, np.ndarray]:
+        """The known sha256 of each (path, stat) (S32, zeros where unknown), and a mask of the files
+        whose stat is as last read: the others must be read. `saw` then takes this batch's hashes."""
+        keys = np.array([hashlib.blake2b(path.encode(), digest_size=16).digest() for path, _ in files], "S16")
+        stated = np.array([stat is not None for _, stat in files], bool)
+        stats = np.array([stat or (-1, -1, -1) for _, stat in files], np.int64).reshape(-1, 3)
+        self._batch = keys, stats, stated
+        shas, known = np.zeros(len(files), "S32"), np.zeros(len(files), bool)
+        at, hits = self._keys_sorted.find(keys)
+        if hits.any():
+            found = self._known[at]
+            known = hits & stated & (found["stat"] == stats).all(axis=1)
+            shas[known] = found["sha256"][known]
+        return shas, known
 
-    def shas(self, files: list[tuple[str, tuple[int, int, int] | None]]) -> list[bytes | None]:
-        """The known sha256 of each (path, stat), or None where the file must be read."""
-        if not len(self._known) or not files:
-            return [None] * len(files)
-        keys = np.array([self._key(path) for path, _ in files], dtype="S16")
-        at = np.minimum(np.searchsorted(self._known["key"], keys), len(self._known) - 1)
-        found = self._known[at]
-        # .ljust: numpy drops an S32 value's trailing zero bytes when it hands it out
-        return [row["sha256"].ljust(32, b"\0") if row["key"] == key and stat is not None and tuple(row["stat"]) == stat
-                else None for row, key, (_, stat) in zip(found, keys, files)]
-
-    def saw(self, path: str, stat: tuple[int, int, int] | None, sha: bytes) -> None:
-        if stat is not None:
-            self._keys += self._key(path)
-            self._stats.extend(stat)
-            self._shas += sha
+    def saw(self, shas: np.ndarray) -> None:
+        """The sha256s (S32) of the files of the last `shas` call, to remember (those with a stat)."""
+        keys, stats, stated = self._batch
+        self._keys += keys[stated].tobytes()
+        self._stats.frombytes(stats[stated].tobytes())
+        self._shas += np.ascontiguousarray(shas[stated]).tobytes()
 
     def save(self) -> None:
         if self._keys:

@@ -2,7 +2,8 @@
 
 Both are used through the same two calls, `submit(fn, task)` and `future.result()`, so the
 prepare code does not know which it has. A unit is a chunk of files' bytes in, pixels and
-verdicts out: nothing on the workers has to see the project's files, so any Dask cluster
+verdicts out (reading), or a block of pixels in, its framed TFRecords and moments out (writing):
+nothing on the workers has to see the project's files, so any Dask cluster
 with this package installed will do (`data.dask_scheduler: tcp://host:8786`).
 """
 
@@ -38,6 +39,9 @@ def executor(settings: DataSettings) -> Iterator[tuple[object, int]]:
         return
     workers = max(1, min(settings.workers or os.cpu_count() or 1, 8))
     with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork")) as pool:
+        # Start the workers now, while this process is small: a forked worker starts with a copy
+        # of its parent's memory map, and every page the parent touches after the fork is copied.
+        pool.submit(os.getpid).result()
         yield pool, workers
 
 

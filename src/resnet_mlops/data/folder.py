@@ -72,11 +72,13 @@ class _Files:
         self.where = array.array("q")                           # pack, row, width, height per file
         self.problems: dict[int, tuple[int, str, str]] = {}     # file -> (pack, kind, detail)
 
-    def add(self, path: str, sha: bytes, where) -> int:
-        self.paths.append(path)
-        self.shas += sha
-        self.where.extend(where)
-        return len(self.paths) - 1
+    def extend(self, paths: list[str], shas: np.ndarray, where: np.ndarray) -> int:
+        """Add files with their sha256 (S32) and (pack, row, width, height); the first one's index."""
+        first = len(self.paths)
+        self.paths += paths
+        self.shas += np.ascontiguousarray(shas).tobytes()
+        self.where.frombytes(np.ascontiguousarray(where, np.int64).tobytes())
+        return first
 
     def sha(self, i: int) -> bytes:
         return bytes(self.shas[32 * i:32 * i + 32])
@@ -129,21 +131,19 @@ class _Reader:
 
     def _look_up(self, batch: list[tuple[archive.Entry, bytes | None]]) -> list[tuple[int, bytes]]:
         """Record a batch of files; return (index, bytes) of those to decode."""
+        shas, known = self.known.shas([(entry.path, entry.stat) for entry, _ in batch])
         contents: dict[int, bytes] = {}
-        shas = self.known.shas([(entry.path, entry.stat) for entry, _ in batch])
-        for j, (entry, data) in enumerate(batch):
-            if shas[j] is None:
-                contents[j] = entry.read() if data is None else data
-                shas[j] = hashlib.sha256(contents[j]).digest()
-            self.known.saw(entry.path, entry.stat, shas[j])
+        for j in np.flatnonzero(~known):
+            entry, data = batch[j]
+            contents[j] = entry.read() if data is None else data
+            shas[j] = hashlib.sha256(contents[j]).digest()
+        self.known.saw(shas)
         where, bad = self.cache.lookup(shas)
-        misses = []
-        for j, (entry, _) in enumerate(batch):
-            i = self.files.add(entry.path, shas[j], where[j])
-            if j in bad:
-                self.files.problems[i] = bad[j]
-            elif where[j, 0] < 0:
-                misses.append((i, contents[j] if j in contents else self._read_again(entry, shas[j])))
+        first = self.files.extend([entry.path for entry, _ in batch], shas, where)
+        for j, verdict in bad.items():
+            self.files.problems[first + j] = verdict
+        misses = [(first + j, contents[j] if j in contents else self._read_again(batch[j][0], self.files.sha(first + j)))
+                  for j in np.flatnonzero(where[:, 0] < 0) if j not in bad]
         self.read += len(contents)
         return misses
 
@@ -252,14 +252,13 @@ def _read_tree(root: str, role: str | None, policy: _Policy, cache: DecodeCache,
                  splits, labels, sorted(classes), problems, packs, len(files.paths), reader.read)
 
 
-def load_folder(settings: DataSettings, cache: DecodeCache) -> Examples:
+def load_folder(settings: DataSettings, cache: DecodeCache, pool, slots: int) -> Examples:
     """Every image under data.path (and data.test_path), by the image policy: decoded once into
-    the cache, read from it at write time, so memory holds metadata only."""
+    the cache (on `pool`, `slots` at a time), read from it at write time, so memory holds metadata only."""
     policy = _Policy(settings.image_size, settings.channels, settings.min_size, settings.max_pixels)
     # A separate test set given: nothing else may be drawn into test.
     roots = [(settings.path, "train"), (settings.test_path, "test")] if settings.test_path else [(settings.path, None)]
-    with executors.executor(settings) as (pool, slots):
-        trees = [_read_tree(root, role, policy, cache, pool, slots) for root, role in roots]
+    trees = [_read_tree(root, role, policy, cache, pool, slots) for root, role in roots]
     cache.prune(np.concatenate([tree.packs for tree in trees]))
     paths = [path for tree in trees for path in tree.paths]
     order = np.array(sorted(range(len(paths)), key=paths.__getitem__), np.intp)  # not the order of an archive's entries

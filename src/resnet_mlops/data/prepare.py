@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import binascii
 import ctypes
+import functools
 import gc
 import hashlib
 import json
@@ -15,6 +16,7 @@ import pyarrow as pa
 
 from resnet_mlops import atomic
 from resnet_mlops.config import DataSettings, Params
+from resnet_mlops.data import executors
 from resnet_mlops.data.cache import DecodeCache, policy_key
 from resnet_mlops.data.examples import Examples
 from resnet_mlops.dataset.prepared import read_summary, write_split
@@ -53,19 +55,30 @@ def prepare(settings: DataSettings, seed: int, out_dir: str | Path, report_path:
     cache = DecodeCache(cache_dir or Path(out_dir).parent / "cache",
                         policy_key(settings.image_size, settings.channels, settings.min_size, settings.max_pixels),
                         shape)
-    examples = load_source(settings, cache)
-    _release_freed_memory()
-    clean, report, problems = validate(examples, settings.max_imbalance)
-    report = {"source": settings.source, "path": settings.path, "test_path": settings.test_path,
-              "policy": settings.on_error, **report}
-    print("\n".join(summary_lines(report)))
-    try:
-        split_of = _split(settings, seed, clean, problems, failed_report)
-    except UserError as error:
-        atomic.write_json(failed_report, {**report, "error": str(error)})
-        kept = f"; {report_path} still holds the last good run's" if report_path.exists() else ""
-        raise UserError(f"{error}{kept}") from None
+    with executors.executor(settings) as (pool, slots):
+        examples = load_source(settings, cache, pool, slots)
+        _release_freed_memory()
+        clean, report, problems = validate(examples, settings.max_imbalance)
+        report = {"source": settings.source, "path": settings.path, "test_path": settings.test_path,
+                  "policy": settings.on_error, **report}
+        print("\n".join(summary_lines(report)))
+        try:
+            split_of = _split(settings, seed, clean, problems, failed_report)
+        except UserError as error:
+            atomic.write_json(failed_report, {**report, "error": str(error)})
+            kept = f"; {report_path} still holds the last good run's" if report_path.exists() else ""
+            raise UserError(f"{error}{kept}") from None
+        # Shards are framed on the workers; the arrays format is a plain copy, done here.
+        in_order = functools.partial(executors.in_order, pool, slots) if settings.stream else map
+        summary = _write(settings, clean, split_of, out_dir, in_order)
+    atomic.write_json(report_path, report)
+    failed_report.unlink(missing_ok=True)
+    return summary
 
+
+def _write(settings: DataSettings, clean: Examples, split_of: np.ndarray, out_dir: str | Path, in_order) -> dict:
+    """data/prepared/ replaced whole: the splits (their blocks encoded by `in_order`, see
+    dataset/prepared.write_split), summary.json, stats.json and the manifest; its summary."""
     summary = {
         "source": settings.source,
         "format": "tfrecord" if settings.stream else "arrays",
@@ -73,25 +86,24 @@ def prepare(settings: DataSettings, seed: int, out_dir: str | Path, report_path:
         "image_shape": list(clean.pixels.shape),
         "splits": {},
     }
-    moments = {}
     with atomic.atomic_directory(out_dir) as tmp:
         for name in SPLITS:
             members = np.flatnonzero(split_of == name)
             rows = lambda start, stop, members=members: (clean.pixels.take(members[start:stop]),
                                                          clean.labels[members[start:stop]])
-            written = write_split(tmp, name, settings.stream, rows, len(members), tuple(clean.pixels.shape))
+            written = write_split(tmp, name, settings.stream, rows, len(members), tuple(clean.pixels.shape),
+                                  moments=name == "train", in_order=in_order)
             counts = np.bincount(clean.labels[members], minlength=len(clean.class_names))
             summary["splits"][name] = {"count": int(len(members)), "files": written.files, "sha256": written.sha256,
                                        "per_class": {c: int(n) for c, n in zip(clean.class_names, counts)}}
-            moments[name] = written.moments
+            if name == "train":
+                train_moments = written.moments
         summary["content_hash"] = hashlib.sha256(
             "".join(summary["splits"][n]["sha256"] for n in SPLITS).encode()).hexdigest()
         _write_json(tmp / "summary.json", summary)
-        _write_json(tmp / "stats.json", _stats(summary["splits"], moments["train"]))
+        _write_json(tmp / "stats.json", _stats(summary["splits"], train_moments))
         _release_freed_memory()
         _manifest(clean, split_of).to_parquet(tmp / "manifest.parquet", index=False)
-    atomic.write_json(report_path, report)
-    failed_report.unlink(missing_ok=True)
     return summary
 
 

@@ -24,8 +24,9 @@ def load_digits(settings: DataSettings) -> Examples:
                        size=settings.image_size, channels=settings.channels)
 
 
-def load_source(settings: DataSettings, cache: DecodeCache) -> Examples:
-    """The source's examples; the folder source decodes through `cache`, the others hold their few pixels."""
+def load_source(settings: DataSettings, cache: DecodeCache, pool, slots: int) -> Examples:
+    """The source's examples; the folder source decodes through `cache` on `pool` (data/executors.py),
+    the others hold their few pixels."""
     if settings.source == "cifar10":
         from resnet_mlops.data.cifar10 import load_cifar10
 
@@ -33,5 +34,5 @@ def load_source(settings: DataSettings, cache: DecodeCache) -> Examples:
     if settings.source == "folder":
         from resnet_mlops.data.folder import load_folder
 
-        return load_folder(settings, cache)
+        return load_folder(settings, cache, pool, slots)
     return load_digits(settings)

@@ -16,15 +16,16 @@ import posixpath
 import stat
 import zipfile
 import zlib
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable, Iterator, NamedTuple
 
 from resnet_mlops.dataset import tarscan
 from resnet_mlops.errors import UserError
 
-@dataclass(frozen=True)
-class Entry:
+
+class Entry(NamedTuple):
+    """One file or folder (a tuple: a folder of a million images makes a million of them)."""
+
     path: str                      # relative POSIX path inside the folder or archive
     read: Callable[[], bytes] | None
     unsafe: str | None = None      # why the entry must not be read
@@ -112,12 +113,12 @@ def _folder_entries(root: Path) -> Iterator[Entry]:
     def walk(folder: str, prefix: str) -> Iterator[Entry]:
         with os.scandir(folder) as listing:
             items = sorted(listing, key=lambda item: item.name)
-        folders = [item for item in items if item.is_dir()]
+        folders, files = [], []
+        for item in items:
+            (folders if item.is_dir() else files).append(item)
         for item in folders:
             yield Entry(prefix + item.name, None, is_dir=True)
-        for item in items:
-            if item.is_dir():
-                continue
+        for item in files:
             if item.is_symlink() and not Path(item.path).resolve().is_relative_to(real_root):
                 yield Entry(prefix + item.name, None, f"link to {os.readlink(item.path)!r}, outside the folder")
             elif item.is_file():

@@ -25,6 +25,7 @@ from resnet_mlops.dataset import tfrecords
 from resnet_mlops.dataset.tfrecords import read_tfrecords, shard, shard_names
 from resnet_mlops.errors import UserError
 
+
 @dataclass(frozen=True)
 class Split:
     images: np.ndarray  # uint8 (N, H, W, C)
@@ -45,47 +46,70 @@ class Written:
 
     files: list[str]
     sha256: str
-    moments: np.ndarray  # int64 (3, channels): count, sum, sum of squares
+    moments: np.ndarray  # int64 (3, channels): count, sum, sum of squares (zeros when not asked for)
 
 
-# Pixels in memory at once while a split is written (one block), whatever the dataset's size.
-BLOCK_BYTES = 64 << 20
+# The pixels of one unit of writing: a block is read, hashed and handed to `in_order` to be encoded
+# (with a pool, a few blocks are in flight at once), whatever the dataset's size.
+BLOCK_BYTES = 4 << 20
 
 
 def write_split(folder: Path, name: str, stream: bool, rows: Callable[[int, int], tuple[np.ndarray, np.ndarray]],
-                count: int, shape: tuple[int, ...]) -> Written:
+                count: int, shape: tuple[int, ...], moments: bool = True, in_order: Callable = map) -> Written:
     """Write a split of `count` images, `rows(start, stop)` giving those rows' (images, labels):
-    as TFRecord shards of SHARD_EXAMPLES images, or (not `stream`) as the two .npy arrays. Read
-    and written in blocks of at most BLOCK_BYTES of pixels, none across a shard's end."""
+    as TFRecord shards of SHARD_EXAMPLES images, or (not `stream`) as the two .npy arrays.
+
+    Read, hashed and written here in blocks of at most BLOCK_BYTES of pixels, none across a
+    shard's end; each block is encoded (its records framed, its moments summed when `moments`)
+    by `in_order(fn, blocks)`, a map yielding results in order: `map` here, or prepare's worker
+    processes or Dask cluster (data/executors.py), the same bytes either way.
+    """
     digest = hashlib.sha256(str((count, *shape)).encode())
-    moments = np.zeros((3, shape[-1]), np.int64)
     labels = []
     files = shard_names(name, count) if stream else [f"{name}_images.npy", f"{name}_labels.npy"]
     per_shard = tfrecords.SHARD_EXAMPLES
     block = max(1, min(per_shard, BLOCK_BYTES // int(np.prod(shape))))
+    spans = [(start, min(start + block, first + per_shard, count))
+             for first in range(0, count, per_shard) for start in range(first, min(first + per_shard, count), block)]
+
+    def blocks():
+        for start, stop in spans:
+            images, block_labels = rows(start, stop)
+            images = np.ascontiguousarray(images)
+            digest.update(images.data)
+            labels.append(block_labels)
+            yield stream, moments, images, block_labels
+
+    totals = np.zeros((3, shape[-1]), np.int64)
     out = None
     if not stream:
         out = open(folder / files[0], "wb")
         np.lib.format.write_array_header_1_0(out, {"descr": "|u1", "fortran_order": False, "shape": (count, *shape)})
-    for first in range(0, count, per_shard):
-        if stream:
-            out = open(folder / files[first // per_shard], "wb")
-        for start in range(first, min(first + per_shard, count), block):
-            images, block_labels = rows(start, min(start + block, first + per_shard, count))
-            digest.update(np.ascontiguousarray(images).tobytes())
-            moments += _moments(images)
-            labels.append(block_labels)
-            out.write(shard(images, block_labels) if stream else np.ascontiguousarray(images).tobytes())
-        if stream:
+    try:
+        for (start, _), (data, block_moments) in zip(spans, in_order(encode_block, blocks())):
+            if stream and start % per_shard == 0:
+                if out:
+                    out.close()
+                out = open(folder / files[start // per_shard], "wb")
+            out.write(data)
+            totals += block_moments
+    finally:
+        if out:
             out.close()
-    if not stream:
-        out.close()
     all_labels = np.concatenate(labels).astype(np.int64) if labels else np.zeros(0, np.int64)
     digest.update(str(all_labels.shape).encode())
     digest.update(all_labels.tobytes())
     if not stream:
         np.save(folder / files[1], all_labels, allow_pickle=False)
-    return Written(files, digest.hexdigest(), moments)
+    return Written(files, digest.hexdigest(), totals)
+
+
+def encode_block(task: tuple[bool, bool, np.ndarray, np.ndarray]) -> tuple[bytes | np.ndarray, np.ndarray]:
+    """A unit of writing, on a worker or here: (stream, moments, images, labels) -> the block's bytes
+    in the file (its framed records, or the pixels themselves) and its moments (zeros when not asked)."""
+    stream, moments, images, labels = task
+    data = shard(images, labels) if stream else images
+    return data, _moments(images) if moments else np.zeros((3, images.shape[-1]), np.int64)
 
 
 def _moments(images: np.ndarray) -> np.ndarray:
