@@ -243,3 +243,44 @@ def test_missing_or_unsupported_paths_are_one_clear_error(tmp_path, tiny_params)
     (tmp_path / "broken.tar.gz").write_bytes(b"\x1f\x8b\x08\x00garbage")
     with pytest.raises(UserError, match="broken.tar.gz"):
         run_prepare(tmp_path, settings_for(tmp_path, tiny_params, tmp_path / "broken.tar.gz"))
+
+
+def test_paths_column_keeps_the_strings_and_sorts_them_as_python_does():
+    from resnet_mlops.data.examples import Paths, PathsBuilder
+
+    names = ["b/é.png", "a/z.png", "Z/1.png", "a/ä.png", "b/e.png", "😀/x.png", "a/z.png"]
+    builder = PathsBuilder()
+    builder.extend(names[:3])
+    builder.extend(names[3:])
+    assert [builder[i] for i in range(len(names))] == names
+    paths = builder.build()
+    assert len(paths) == len(names) and list(paths) == names and paths[5] == "😀/x.png"
+    order = paths.sorted_order()
+    assert order.tolist() == sorted(range(len(names)), key=names.__getitem__)  # stable, code-point order
+    assert list(paths.take(order)) == sorted(names)
+    assert Paths.concat([paths]) is paths and list(Paths.concat([paths, Paths.of(["c"])])) == names + ["c"]
+
+
+def test_known_files_writes_what_np_save_writes_and_reads_it_back(tmp_path):
+    from resnet_mlops.data.cache import KnownFiles
+
+    files = [(f"cat/{i}.jpg", (100 + i, 7, 9000 + i)) for i in range(5)] + [("archive#entry", None)]
+    known = KnownFiles(tmp_path / "cache", tmp_path / "photos")
+    shas, fresh = known.shas(files)
+    assert not fresh.any()
+    new = np.array([bytes([i]) * 32 for i in range(6)], "S32")
+    known.saw(new[:6])
+    known.save()
+    records = np.load(known.path, allow_pickle=False)
+    expected = np.zeros(5, KnownFiles._DTYPE)
+    expected["stat"] = [stat for _, stat in files[:5]]
+    expected["sha256"] = new[:5]
+    expected["key"] = records["key"]
+    reference = tmp_path / "reference.npy"
+    np.save(reference, expected, allow_pickle=False)
+    assert known.path.read_bytes() == reference.read_bytes()
+    assert list(known.path.parent.iterdir()) == [known.path]  # the spilled records went with save
+
+    again = KnownFiles(tmp_path / "cache", tmp_path / "photos")
+    shas, fresh = again.shas(files[:2] + [(files[2][0], (1, 2, 3))])
+    assert fresh.tolist() == [True, True, False] and shas[:2].tolist() == new[:2].tolist()

@@ -23,13 +23,13 @@ safe: the next prepare decodes everything again.
 
 from __future__ import annotations
 
-import array
 import contextlib
 import fcntl
 import hashlib
 import json
 import os
 import shutil
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -237,8 +237,8 @@ class KnownFiles:
         known = np.load(self.path, allow_pickle=False) if self.path.exists() else np.zeros(0, self._DTYPE)
         self._known = known[np.argsort(known["key"], kind="stable")]
         self._keys_sorted = _Sorted(self._known["key"])
-        # What this run saw, column by column (72 bytes a file, no Python object each).
-        self._keys, self._stats, self._shas = bytearray(), array.array("q"), bytearray()
+        # What this run saw, as records on disk until `save` (a large folder's would be tens of MB).
+        self._seen = None
         self._batch = None  # (keys, stats, has a stat) of the files of the last `shas` call
 
     def shas(self, files: list[tuple[str, tuple[int, int, int] | None]]) -> tuple[np.ndarray, np.ndarray]:
@@ -259,15 +259,27 @@ class KnownFiles:
     def saw(self, shas: np.ndarray) -> None:
         """The sha256s (S32) of the files of the last `shas` call, to remember (those with a stat)."""
         keys, stats, stated = self._batch
-        self._keys += keys[stated].tobytes()
-        self._stats.frombytes(stats[stated].tobytes())
-        self._shas += np.ascontiguousarray(shas[stated]).tobytes()
+        if not stated.any():
+            return
+        seen = np.zeros(int(stated.sum()), self._DTYPE)
+        seen["key"], seen["stat"], seen["sha256"] = keys[stated], stats[stated], shas[stated]
+        if self._seen is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._seen = tempfile.TemporaryFile(dir=self.path.parent)  # gone with the process, killed or not
+        self._seen.write(seen.tobytes())
 
     def save(self) -> None:
-        if self._keys:
-            seen = np.zeros(len(self._keys) // 16, self._DTYPE)
-            seen["key"] = np.frombuffer(self._keys, "S16")
-            seen["stat"] = np.frombuffer(self._stats, np.int64).reshape(-1, 3)
-            seen["sha256"] = np.frombuffer(self._shas, "S32")
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            _write(self.path, lambda f: np.save(f, seen, allow_pickle=False))
+        """Replace the folder's file with what this run saw (the bytes np.save would write)."""
+        if self._seen is None:
+            return
+        header = {"descr": np.lib.format.dtype_to_descr(self._DTYPE), "fortran_order": False,
+                  "shape": (self._seen.tell() // self._DTYPE.itemsize,)}
+
+        def write(handle):
+            np.lib.format.write_array_header_1_0(handle, header)
+            self._seen.seek(0)
+            shutil.copyfileobj(self._seen, handle)
+
+        _write(self.path, write)
+        self._seen.close()
+        self._seen = None

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import array
 import hashlib
 from dataclasses import dataclass, field
+from typing import Iterable, Iterator
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 from PIL import Image
 
 from resnet_mlops.dataset.images import to_pixels
@@ -44,6 +48,68 @@ class ArrayPixels:
         return self.images[index]
 
 
+class Paths:
+    """File paths as one Arrow string column: their UTF-8 text end to end and an offset each, not
+    a Python string each (a folder of millions of images keeps its paths in a few dozen MB).
+    Indexing gives a str; iterating makes the strings a block at a time."""
+
+    _BLOCK = 1 << 16
+
+    def __init__(self, column: pa.Array):
+        self.column = column  # large_string
+
+    @classmethod
+    def of(cls, paths: Iterable[str]) -> "Paths":
+        return cls(pa.array(list(paths), pa.large_string()))
+
+    @classmethod
+    def concat(cls, parts: "list[Paths]") -> "Paths":
+        if len(parts) == 1:
+            return parts[0]  # concat_arrays would copy the one column
+        return cls(pa.concat_arrays([part.column for part in parts]) if parts else pa.array([], pa.large_string()))
+
+    def __len__(self) -> int:
+        return len(self.column)
+
+    def __getitem__(self, i) -> str:
+        return self.column[int(i)].as_py()
+
+    def __iter__(self) -> Iterator[str]:
+        for start in range(0, len(self.column), self._BLOCK):
+            yield from self.column.slice(start, self._BLOCK).to_pylist()
+
+    def take(self, index: np.ndarray) -> "Paths":
+        return Paths(self.column.take(pa.array(index, pa.int64())))
+
+    def sorted_order(self) -> np.ndarray:
+        """The indexes that sort the paths as Python sorts str (UTF-8 bytes sort as code points), stably."""
+        return pc.sort_indices(self.column).to_numpy().astype(np.intp)
+
+
+class PathsBuilder:
+    """Paths appended a batch at a time, straight into the column's two buffers."""
+
+    def __init__(self):
+        self._text = bytearray()
+        self._ends = array.array("q", [0])
+
+    def __len__(self) -> int:
+        return len(self._ends) - 1
+
+    def extend(self, paths: Iterable[str]) -> None:
+        for path in paths:
+            self._text += path.encode()
+            self._ends.append(len(self._text))
+
+    def __getitem__(self, i: int) -> str:
+        return self._text[self._ends[i]:self._ends[i + 1]].decode()
+
+    def build(self) -> Paths:
+        """The column (it shares this builder's buffers: add nothing after)."""
+        return Paths(pa.Array.from_buffers(pa.large_string(), len(self),
+                                           [None, pa.py_buffer(self._ends), pa.py_buffer(self._text)]))
+
+
 @dataclass
 class Examples:
     """Images in file order. `split_hints[i]` is the split a source fixed (its own test set), or None."""
@@ -51,7 +117,7 @@ class Examples:
     pixels: "ArrayPixels"            # uint8 (N, H, W, C), in memory or in the decode cache
     labels: np.ndarray               # int64 (N,), index into class_names
     class_names: tuple[str, ...]
-    paths: list[str]
+    paths: Paths
     hashes: np.ndarray               # S32 (N,): sha256 of the original file bytes (or of the pixels), raw
     sizes: np.ndarray                # int32 (N, 2): original (width, height)
     split_hints: np.ndarray          # object (N,): "train", "val", "test" or None
@@ -63,7 +129,7 @@ class Examples:
     def subset(self, keep: np.ndarray) -> "Examples":
         index = np.flatnonzero(keep) if keep.dtype == bool else keep
         return Examples(self.pixels.subset(index), self.labels[index], self.class_names,
-                        [self.paths[i] for i in index], self.hashes[index], self.sizes[index],
+                        self.paths.take(index), self.hashes[index], self.sizes[index],
                         self.split_hints[index], list(self.problems))
 
 
@@ -85,7 +151,7 @@ def from_arrays(images: np.ndarray, labels, class_names: tuple[str, ...], paths:
         images = np.stack([to_pixels(Image.fromarray(x.squeeze(-1) if x.shape[-1] == 1 else x), size, channels)
                            for x in images])
     return Examples(
-        pixels=ArrayPixels(images), labels=np.asarray(labels, dtype=np.int64), class_names=class_names, paths=paths,
+        pixels=ArrayPixels(images), labels=np.asarray(labels, dtype=np.int64), class_names=class_names, paths=Paths.of(paths),
         hashes=np.array([hashlib.sha256(x.tobytes()).digest() for x in images], dtype="S32"),
         sizes=np.tile(np.array([width, height], np.int32), (len(paths), 1)),
         split_hints=np.array(split_hints, dtype=object),

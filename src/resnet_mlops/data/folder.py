@@ -15,16 +15,17 @@ from __future__ import annotations
 
 import array
 import hashlib
+import itertools
 import posixpath
 from dataclasses import dataclass
-from typing import Iterator
+from typing import Iterable, Iterator
 
 import numpy as np
 
 from resnet_mlops.config import DataSettings
 from resnet_mlops.data import executors
 from resnet_mlops.data.cache import CachedPixels, DecodeCache, KnownFiles
-from resnet_mlops.data.examples import Examples, Problem
+from resnet_mlops.data.examples import Examples, Paths, PathsBuilder, Problem
 from resnet_mlops.dataset import archive, images
 from resnet_mlops.errors import UserError
 
@@ -67,24 +68,24 @@ class _Files:
     cache), in the order they were read: a few dozen bytes per file, not a Python object each."""
 
     def __init__(self):
-        self.paths: list[str] = []
+        self.paths = PathsBuilder()
         self.shas = bytearray()
-        self.where = array.array("q")                           # pack, row, width, height per file
+        self.where = array.array("i")                           # pack, row, width, height per file
         self.problems: dict[int, tuple[int, str, str]] = {}     # file -> (pack, kind, detail)
 
     def extend(self, paths: list[str], shas: np.ndarray, where: np.ndarray) -> int:
         """Add files with their sha256 (S32) and (pack, row, width, height); the first one's index."""
         first = len(self.paths)
-        self.paths += paths
+        self.paths.extend(paths)
         self.shas += np.ascontiguousarray(shas).tobytes()
-        self.where.frombytes(np.ascontiguousarray(where, np.int64).tobytes())
+        self.where.frombytes(np.ascontiguousarray(where, np.int32).tobytes())
         return first
 
     def sha(self, i: int) -> bytes:
         return bytes(self.shas[32 * i:32 * i + 32])
 
     def columns(self) -> np.ndarray:
-        return np.frombuffer(self.where, np.int64).reshape(-1, 4)
+        return np.frombuffer(self.where, np.int32).reshape(-1, 4)
 
 
 class _Reader:
@@ -166,24 +167,33 @@ class _Reader:
         pack = self.cache.store(pixels, [(self.files.sha(indices[i]), size) for i, size in good],
                                 [(self.files.sha(indices[i]), kind, detail) for i, kind, detail in bad])
         for row, (i, (width, height)) in enumerate(good):
-            self.files.where[4 * indices[i]:4 * indices[i] + 4] = array.array("q", (pack, row, width, height))
+            self.files.where[4 * indices[i]:4 * indices[i] + 4] = array.array("i", (pack, row, width, height))
         for i, kind, detail in bad:
             self.files.problems[indices[i]] = (pack, kind, detail)
 
 
-def _strip_common_top(files: list[str], folders: list[str]) -> int:
+def _strip_common_top(files: Iterable[str], folders: list[str]) -> int:
     """1 when everything sits in one plain wrapper folder (e.g. `cifar10-jpeg/`), else 0.
 
     A single top folder that holds images directly (`3/*.png`) is a class, not a wrapper.
     """
-    firsts = {p.split("/")[0] for p in files + folders}
+    firsts, loose, image_directly_inside = set(), set(), False
+    for path in files:
+        first, _, rest = path.partition("/")
+        firsts.add(first)
+        if len(firsts) > 1:
+            return 0
+        if not rest:
+            loose.add(first)
+        elif "/" not in rest and posixpath.splitext(rest)[1].lower() in images.EXTENSIONS:
+            image_directly_inside = True
+    firsts.update(folder.split("/")[0] for folder in folders)
     if len(firsts) != 1:
         return 0
     (top,) = firsts
-    if top in PREDEFINED_SPLITS or top in files:
+    if top in PREDEFINED_SPLITS or top in loose:
         return 0
-    directly_inside = (p for p in files if p.count("/") == 1)
-    return 0 if any(posixpath.splitext(p)[1].lower() in images.EXTENSIONS for p in directly_inside) else 1
+    return 0 if image_directly_inside else 1
 
 
 def _place(parts: list[str], predefined: bool, split: str | None) -> tuple[str | None, list[str]]:
@@ -196,11 +206,12 @@ class _Tree:
     """One folder or archive, read: its images' metadata in file order (their pixels are in
     the cache) and what was wrong."""
 
-    paths: list[str]
+    paths: Paths
     shas: np.ndarray        # S32
-    where: np.ndarray       # (pack, row, width, height)
+    where: np.ndarray       # int32 (pack, row, width, height)
     splits: list[str | None]
-    labels: list[str]
+    labels: np.ndarray      # int32 index into label_names
+    label_names: list[str]
     classes: list[str]
     problems: list[Problem]
     packs: np.ndarray       # every pack holding a verdict on a file of the tree
@@ -216,24 +227,26 @@ def _read_tree(root: str, role: str | None, policy: _Policy, cache: DecodeCache,
     for number, result in enumerate(executors.in_order(pool, slots, _decode_chunk, reader.tasks(policy))):
         reader.decoded(number, result)
     files = reader.files
+    paths = files.paths.build()
     where = files.columns()
     bad = sorted(files.problems)
     # Unsafe entries (absolute, '..') say nothing about the layout.
-    names = files.paths + [p.path for p in reader.problems if p.kind != "unsafe_entry"]
-    skip = _strip_common_top(names, reader.folders)
+    named = [p.path for p in reader.problems if p.kind != "unsafe_entry"]
+    skip = _strip_common_top(itertools.chain(paths, named), reader.folders)
     trimmed = lambda path: path.split("/")[skip:]
-    firsts = {trimmed(p)[0] for p in names + reader.folders if trimmed(p)}
+    firsts = {trimmed(p)[0] for p in itertools.chain(paths, named, reader.folders) if trimmed(p)}
     predefined = role != "test" and "train" in firsts and firsts <= set(PREDEFINED_SPLITS)
 
-    problems = list(reader.problems) + [Problem(files.problems[i][1], files.paths[i], files.problems[i][2])
-                                        for i in bad]
+    problems = list(reader.problems) + [Problem(files.problems[i][1], paths[i], files.problems[i][2]) for i in bad]
     classes = set()
     for folder in reader.folders:  # a class folder counts even when it holds no usable image
         below = _place(trimmed(folder), predefined, role)[1]
         if below:
             classes.add(below[0])
-    keep, splits, labels = array.array("q"), [], []
-    for i, path in enumerate(files.paths):
+    one_of = {name: name for name in PREDEFINED_SPLITS}  # one str object per split, not one per file
+    label_index: dict[str, int] = {}
+    keep, splits, labels = array.array("q"), [], array.array("i")
+    for i, path in enumerate(paths):
         if i in files.problems:
             continue
         split, below = _place(trimmed(path), predefined, role)
@@ -241,15 +254,16 @@ def _read_tree(root: str, role: str | None, policy: _Policy, cache: DecodeCache,
             where_ = f" of {root}" if role == "test" else ""
             problems.append(Problem("outside_class_folder", path, f"images must be inside a class folder{where_}"))
             continue
-        classes.add(below[0])
         keep.append(i)
-        splits.append(split)
-        labels.append(below[0])
-    shown = (lambda path: f"{root}:{path}") if role == "test" else (lambda path: path)
-    packs = np.concatenate([where[:, 0], np.array([files.problems[i][0] for i in bad], np.int64)])
-    keep = np.frombuffer(keep, np.int64)
-    return _Tree([shown(files.paths[i]) for i in keep], np.frombuffer(files.shas, "S32")[keep], where[keep],
-                 splits, labels, sorted(classes), problems, packs, len(files.paths), reader.read)
+        splits.append(one_of.get(split, split))
+        labels.append(label_index.setdefault(below[0], len(label_index)))
+    classes.update(label_index)
+    packs = np.concatenate([where[:, 0], np.array([files.problems[i][0] for i in bad], np.int32)])
+    keep = np.array(keep, np.int64)
+    kept = paths.take(keep)
+    return _Tree(Paths.of(f"{root}:{path}" for path in kept) if role == "test" else kept,
+                 np.frombuffer(files.shas, "S32")[keep], where[keep], splits, np.array(labels, np.int32),
+                 list(label_index), sorted(classes), problems, packs, len(paths), reader.read)
 
 
 def load_folder(settings: DataSettings, cache: DecodeCache, pool, slots: int) -> Examples:
@@ -260,23 +274,22 @@ def load_folder(settings: DataSettings, cache: DecodeCache, pool, slots: int) ->
     roots = [(settings.path, "train"), (settings.test_path, "test")] if settings.test_path else [(settings.path, None)]
     trees = [_read_tree(root, role, policy, cache, pool, slots) for root, role in roots]
     cache.prune(np.concatenate([tree.packs for tree in trees]))
-    paths = [path for tree in trees for path in tree.paths]
-    order = np.array(sorted(range(len(paths)), key=paths.__getitem__), np.intp)  # not the order of an archive's entries
-    shas = np.concatenate([tree.shas for tree in trees])[order]
+    paths = Paths.concat([tree.paths for tree in trees])
+    order = paths.sorted_order()  # not the order of an archive's entries
     where = np.concatenate([tree.where for tree in trees])[order]
     class_names = tuple(sorted({name for tree in trees for name in tree.classes}))
     index = {name: i for i, name in enumerate(class_names)}
-    labels = [index[name] for tree in trees for name in tree.labels]
-    splits = [split for tree in trees for split in tree.splits]
+    labels = np.concatenate([np.array([index[name] for name in tree.label_names], np.int64)[tree.labels]
+                             for tree in trees])
     print(f"decode cache {cache.folder}: {cache.decoded} of {sum(tree.files for tree in trees)} image files "
           f"decoded, {sum(tree.read for tree in trees)} read")
     return Examples(
         pixels=CachedPixels(cache, where[:, 0].copy(), where[:, 1].copy()),
-        labels=np.array(labels, dtype=np.int64)[order],
+        labels=labels[order],
         class_names=class_names,
-        paths=[paths[i] for i in order],
-        hashes=shas,
-        sizes=where[:, 2:].astype(np.int32),
-        split_hints=np.array(splits, dtype=object)[order],
+        paths=paths.take(order),
+        hashes=np.concatenate([tree.shas for tree in trees])[order],
+        sizes=where[:, 2:].copy(),
+        split_hints=np.array([split for tree in trees for split in tree.splits], dtype=object)[order],
         problems=[problem for tree in trees for problem in tree.problems],
     )

@@ -157,21 +157,27 @@ def _stats(splits: dict[str, dict], moments: np.ndarray) -> dict:
 
 
 def _manifest(examples: Examples, split_of: np.ndarray) -> pd.DataFrame:
+    """One row per image. The text columns are made in Arrow's own layout (no Python string per
+    image); to_parquet writes the bytes that lists of str give."""
+    names = pa.array(list(examples.class_names), pa.large_string())
     return pd.DataFrame({
-        "path": examples.paths,
-        "label": np.array(examples.class_names, dtype=object)[examples.labels],
+        "path": _string_column(examples.paths.column),
+        "label": _string_column(names.take(pa.array(examples.labels))),
         "label_index": examples.labels,
         "split": split_of,
-        "sha256": _hex_column(examples.hashes),
+        "sha256": _string_column(_hex_digests(examples.hashes)),
         "width": examples.sizes[:, 0].astype(np.int64),
         "height": examples.sizes[:, 1].astype(np.int64),
     })
 
 
-def _hex_column(shas: np.ndarray) -> pd.api.extensions.ExtensionArray:
-    """The hex digests of `shas` (S32) as pandas' string column, made in Arrow's own layout (64
-    bytes each, no Python string per image); to_parquet writes the bytes a list of str gives."""
+def _hex_digests(shas: np.ndarray) -> pa.Array:
+    """The hex digests of `shas` (S32) as an Arrow string array, 64 bytes each."""
     data = binascii.hexlify(np.ascontiguousarray(shas).tobytes())
     offsets = np.arange(0, 64 * len(shas) + 1, 64, dtype=np.int64)
-    column = pa.Array.from_buffers(pa.large_string(), len(shas), [None, pa.py_buffer(offsets), pa.py_buffer(data)])
+    return pa.Array.from_buffers(pa.large_string(), len(shas), [None, pa.py_buffer(offsets), pa.py_buffer(data)])
+
+
+def _string_column(column: pa.Array) -> pd.api.extensions.ExtensionArray:
+    """An Arrow large_string array as pandas' string column, without a copy."""
     return pd.array(column, dtype=pd.StringDtype(na_value=np.nan))
