@@ -60,22 +60,25 @@ def test_failed_stages_keep_the_last_good_outputs(reproduced_repo, tiny_params):
     good = outputs_of(repo)
 
     for name, (params, says) in bad_params(tiny_params, repo).items():
-        write_params(repo, params)
-        assert_failed_keeping(repo, run(["dvc", "repro"], repo, check=False), says, good)
-
-        write_params(repo, tiny_params)
-        if name == "negative epochs":  # the same mistake as an experiment
-            done = run(["dvc", "exp", "run", "-S", "train.epochs=-1"], repo, check=False)
-            assert_failed_keeping(repo, done, "params.yaml: train.epochs:", good)
-            write_params(repo, tiny_params)
-        if name == "missing data.path":  # ... and under `make run`, whose message must be true
+        # Each mistake under each way of running the pipeline: DVC's two, and `make run`'s command.
+        for command in (["dvc", "repro"], ["dvc", "exp", "run"], ["resnet-mlops", "run"]):
             write_params(repo, params)
-            done = run(["resnet-mlops", "run"], repo, check=False)
+            done = run(command, repo, check=False)
             assert_failed_keeping(repo, done, says, good)
-            assert done.returncode == 2
-            assert "every output is still the one its stage's last successful run wrote" in done.stderr
-            assert "earlier outputs are unchanged" not in done.stdout + done.stderr
-            write_params(repo, tiny_params)
+            if command[0] == "resnet-mlops":  # ... whose own message must be true
+                assert done.returncode == 2, (name, done.returncode)
+                if says.startswith("params.yaml"):  # refused before any stage ran: one line, nothing else to say
+                    assert done.stderr.startswith(f"resnet-mlops run: error: {says}") and done.stderr.count("\n") == 1
+                    assert done.stdout == ""
+                else:
+                    assert "every output is still the one its stage's last successful run wrote" in done.stderr
+                assert "earlier outputs are unchanged" not in done.stdout + done.stderr
+        write_params(repo, tiny_params)
+
+    # The README's form of an experiment: the mistake as an -S override.
+    done = run(["dvc", "exp", "run", "-S", "train.epochs=-1"], repo, check=False)
+    assert_failed_keeping(repo, done, "params.yaml: train.epochs:", good)
+    write_params(repo, tiny_params)
 
     # DVC from an environment that is not activated: the stage command is not found.
     write_params(repo, {**tiny_params, "train": {**tiny_params["train"], "epochs": 1}})

@@ -69,14 +69,16 @@ def test_retrain_flow_matches_dvc_repro(prefect_api, reproduced_repo, tmp_path, 
     client = MlflowClient(tracking_uri=f"sqlite:///{by_flow.resolve()}/mlflow.db")
     assert client.get_run(run_id).data.tags["prefect.flow_run_id"] == str(state.state_details.flow_run_id)
 
-    # A stage that fails fails the flow run, and the last good outputs stay in place.
+    # A stage that fails (prepare, or train after a good prepare) fails the flow run, and the last
+    # good outputs stay in place.
     good = outputs_of(by_flow)
-    tiny_params["data"] = {**tiny_params["data"], "source": "folder", "path": "data/raw/nowhere"}
-    write_params(by_flow, tiny_params)
-    failed = retrain(project_dir=str(by_flow), return_state=True)
-    assert failed.is_failed() and "data/raw/nowhere: no such file or folder" in str(failed.message or "") + str(
-        failed.result(raise_on_failure=False))
-    assert outputs_of(by_flow) == good
+    mistakes = {"data": ({"source": "folder", "path": "data/raw/nowhere"}, "data/raw/nowhere: no such file or folder"),
+                "train": ({"epochs": -1}, "params.yaml: train.epochs:")}
+    for section, (values, says) in mistakes.items():
+        write_params(by_flow, {**tiny_params, section: {**tiny_params[section], **values}})
+        failed = retrain(project_dir=str(by_flow), return_state=True)
+        assert failed.is_failed() and says in str(failed.message or "") + str(failed.result(raise_on_failure=False))
+        assert outputs_of(by_flow) == good
 
 
 def kill_training_after_first_checkpoint(repo: Path, killed: list, stop: threading.Event) -> None:
