@@ -252,7 +252,6 @@ def test_paths_column_keeps_the_strings_and_sorts_them_as_python_does():
     builder = PathsBuilder()
     builder.extend(names[:3])
     builder.extend(names[3:])
-    assert [builder[i] for i in range(len(names))] == names
     paths = builder.build()
     assert len(paths) == len(names) and list(paths) == names and paths[5] == "😀/x.png"
     order = paths.sorted_order()

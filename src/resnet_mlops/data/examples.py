@@ -66,7 +66,7 @@ class Paths:
     def concat(cls, parts: "list[Paths]") -> "Paths":
         if len(parts) == 1:
             return parts[0]  # concat_arrays would copy the one column
-        return cls(pa.concat_arrays([part.column for part in parts]) if parts else pa.array([], pa.large_string()))
+        return cls(pa.concat_arrays([part.column for part in parts]))
 
     def __len__(self) -> int:
         return len(self.column)
@@ -100,9 +100,6 @@ class PathsBuilder:
         for path in paths:
             self._text += path.encode()
             self._ends.append(len(self._text))
-
-    def __getitem__(self, i: int) -> str:
-        return self._text[self._ends[i]:self._ends[i + 1]].decode()
 
     def build(self) -> Paths:
         """The column (it shares this builder's buffers: add nothing after)."""
