@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import io
 import json
-import resource
 import statistics
 import subprocess
 import sys
@@ -29,6 +28,7 @@ import numpy as np
 import simplejpeg
 from PIL import Image
 
+from support.memory import peak_rss_mb, worker_peak_mb
 from support.scratch import CIFAR_ARCHIVE, prepare_here, scratch_project, shipped_params
 
 
@@ -60,9 +60,8 @@ def prepare_once(archive: Path) -> dict:
         start = time.perf_counter()
         summary = prepare_here(project)
         seconds = time.perf_counter() - start
-    mb = lambda who: resource.getrusage(who).ru_maxrss / 1024
     return {"seconds": seconds, "images": sum(summary["splits"].values()),
-            "main_mb": mb(resource.RUSAGE_SELF), "worker_mb": mb(resource.RUSAGE_CHILDREN)}
+            "main_mb": peak_rss_mb(), "worker_mb": worker_peak_mb()}
 
 
 def main() -> None:

@@ -18,10 +18,12 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 import pytest
 
 from resnet_mlops.config import load_params
 from resnet_mlops.data import folder as folder_source
+from resnet_mlops.data import prepare as prepare_stage
 from resnet_mlops.data.prepare import prepare
 from resnet_mlops.dataset import tfrecords
 from resnet_mlops.dataset.prepared import read_split
@@ -61,8 +63,10 @@ def contents(out: Path) -> dict[str, bytes]:
 
 @pytest.fixture
 def small_shards(monkeypatch):
-    """Shards of 20 images and decode tasks of 16 files: several of each on a small folder."""
+    """Shards of 20 images, decode tasks of 16 files, manifest row groups of 32 rows: several of each
+    on a small folder."""
     monkeypatch.setattr(tfrecords, "SHARD_EXAMPLES", 20)
+    monkeypatch.setattr(prepare_stage, "MANIFEST_ROWS", 32)
     monkeypatch.setattr(folder_source, "CHUNK_BYTES", 16 * 16 * 16 * 3)
 
 
@@ -85,6 +89,9 @@ def test_streamed_dask_and_in_memory_paths_write_the_same_dataset(tmp_path, tiny
     assert contents(tmp_path / "dask") == contents(tmp_path / "streamed")
     shards = sorted(p.name for p in (tmp_path / "streamed" / "prepared").glob("*.tfrecord"))
     assert len(shards) >= 5, shards
+    manifest = pq.ParquetFile(tmp_path / "streamed" / "prepared" / "manifest.parquet")
+    assert (manifest.metadata.num_row_groups, manifest.metadata.num_rows) == (4, 120)
+    assert pd.read_parquet(tmp_path / "streamed" / "prepared" / "manifest.parquet")["sha256"].str.len().eq(64).all()
 
     run(data_settings(tmp_path, tiny_params, source, stream=False), tmp_path / "arrays", tmp_path / "cache3", capsys)
     arrays, streamed_out = tmp_path / "arrays" / "prepared", tmp_path / "streamed" / "prepared"
@@ -160,15 +167,18 @@ def test_an_unreachable_dask_scheduler_is_one_clear_error(tmp_path, tiny_params,
         run(settings, tmp_path / "out", tmp_path / "cache", capsys)
 
 
+# The peak is VmHWM, this process's own: ru_maxrss would carry over pytest's peak through exec.
 PREPARE_AND_MEASURE = """
-import json, resource, sys
+import json, sys
 from resnet_mlops.config import load_params
 from resnet_mlops.data.prepare import prepare
+from resnet_mlops.data import folder
 from resnet_mlops.dataset import prepared
-prepared.BLOCK_BYTES = 4 << 20
+folder.CHUNK_BYTES = prepared.BLOCK_BYTES = 1 << 20  # the small folder fills the tasks in flight too
 settings = load_params(sys.argv[1]).data
 prepare(settings, 3, sys.argv[2] + "/prepared", sys.argv[2] + "/report.json", sys.argv[2] + "/cache")
-print(json.dumps({"peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+peak_kb = next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmHWM:"))
+print(json.dumps({"peak_mb": peak_kb / 1024}))
 """
 
 

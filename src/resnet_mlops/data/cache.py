@@ -67,7 +67,7 @@ class DecodeCache:
         # The packs known when this run began, sorted by sha for `lookup`; packs stored by this
         # run are not looked up again (its files are each looked up once).
         shas = np.concatenate(shas) if shas else np.zeros(0, "S32")
-        where = np.concatenate(where) if where else np.zeros((0, 4), np.int64)
+        where = np.concatenate(where) if where else np.zeros((0, 4), np.int32)
         order = np.argsort(shas, kind="stable")
         self._sorted, self._sorted_where = _Sorted(shas[order]), where[order]
 
@@ -75,7 +75,7 @@ class DecodeCache:
         """Number a pack; its images' (pack, row, width, height)."""
         number = len(self.packs)
         self.packs.append(pack_id)
-        where = np.zeros((len(index), 4), np.int64)
+        where = np.zeros((len(index), 4), np.int32)
         where[:, 0], where[:, 1] = number, np.arange(len(index))
         where[:, 2], where[:, 3] = index["width"], index["height"]
         bad = self.folder / f"{pack_id}.bad.json"
@@ -93,11 +93,11 @@ class DecodeCache:
             fcntl.flock(self._lock, fcntl.LOCK_SH)
 
     def lookup(self, shas: np.ndarray) -> tuple[np.ndarray, dict[int, tuple[int, str, str]]]:
-        """The cached verdicts on files with these sha256s (S32), in one search: an int64 array (N, 4)
+        """The cached verdicts on files with these sha256s (S32), in one search: an int32 array (N, 4)
         of (pack, row, width, height), pack -1 where the file is not cached as a good image, and
         {position: (pack, kind, detail)} for the files cached as bad."""
         self._hold()
-        where = np.full((len(shas), 4), -1, np.int64)
+        where = np.full((len(shas), 4), -1, np.int32)
         at, hits = self._sorted.find(shas)
         where[hits] = self._sorted_where[at[hits]]
         raw = np.ascontiguousarray(shas).tobytes()

@@ -258,12 +258,14 @@ def _read_tree(root: str, role: str | None, policy: _Policy, cache: DecodeCache,
         splits.append(one_of.get(split, split))
         labels.append(label_index.setdefault(below[0], len(label_index)))
     classes.update(label_index)
-    packs = np.concatenate([where[:, 0], np.array([files.problems[i][0] for i in bad], np.int32)])
-    keep = np.array(keep, np.int64)
-    kept = paths.take(keep)
-    return _Tree(Paths.of(f"{root}:{path}" for path in kept) if role == "test" else kept,
-                 np.frombuffer(files.shas, "S32")[keep], where[keep], splits, np.array(labels, np.int32),
-                 list(label_index), sorted(classes), problems, packs, len(paths), reader.read)
+    packs = np.unique(np.concatenate([where[:, 0], np.array([files.problems[i][0] for i in bad], np.int32)]))
+    shas = np.frombuffer(files.shas, "S32")
+    if len(keep) < len(paths):  # else the columns as read, not a copy of each
+        keep = np.array(keep, np.int64)
+        paths, shas, where = paths.take(keep), shas[keep], where[keep]
+    return _Tree(Paths.of(f"{root}:{path}" for path in paths) if role == "test" else paths,
+                 shas, where, splits, np.array(labels, np.int32),
+                 list(label_index), sorted(classes), problems, packs, len(files.paths), reader.read)
 
 
 def load_folder(settings: DataSettings, cache: DecodeCache, pool, slots: int) -> Examples:
@@ -274,22 +276,35 @@ def load_folder(settings: DataSettings, cache: DecodeCache, pool, slots: int) ->
     roots = [(settings.path, "train"), (settings.test_path, "test")] if settings.test_path else [(settings.path, None)]
     trees = [_read_tree(root, role, policy, cache, pool, slots) for root, role in roots]
     cache.prune(np.concatenate([tree.packs for tree in trees]))
-    paths = Paths.concat([tree.paths for tree in trees])
-    order = paths.sorted_order()  # not the order of an archive's entries
-    where = np.concatenate([tree.where for tree in trees])[order]
-    class_names = tuple(sorted({name for tree in trees for name in tree.classes}))
-    index = {name: i for i, name in enumerate(class_names)}
-    labels = np.concatenate([np.array([index[name] for name in tree.label_names], np.int64)[tree.labels]
-                             for tree in trees])
     print(f"decode cache {cache.folder}: {cache.decoded} of {sum(tree.files for tree in trees)} image files "
           f"decoded, {sum(tree.read for tree in trees)} read")
+    class_names = tuple(sorted({name for tree in trees for name in tree.classes}))
+    index = {name: i for i, name in enumerate(class_names)}
+    labels = [np.array([index[name] for name in tree.label_names], np.int64)[tree.labels] for tree in trees]
+    problems = [problem for tree in trees for problem in tree.problems]
+    paths = Paths.concat([tree.paths for tree in trees])
+    columns = [[tree.where for tree in trees], [tree.shas for tree in trees],
+               [np.array(tree.splits, dtype=object) for tree in trees]]
+    del trees  # each column's parts are now held once, by `columns`
+    order = paths.sorted_order()  # not the order of an archive's entries
+    if (order == np.arange(len(order))).all():
+        order = None  # a folder's walk is usually in path order already: nothing to copy
+    where, hashes, split_hints = (_in_order(parts, order) for parts in columns)
     return Examples(
         pixels=CachedPixels(cache, where[:, 0].copy(), where[:, 1].copy()),
-        labels=labels[order],
+        labels=_in_order(labels, order),
         class_names=class_names,
-        paths=paths.take(order),
-        hashes=np.concatenate([tree.shas for tree in trees])[order],
+        paths=paths if order is None else paths.take(order),
+        hashes=hashes,
         sizes=where[:, 2:].copy(),
-        split_hints=np.array([split for tree in trees for split in tree.splits], dtype=object)[order],
-        problems=[problem for tree in trees for problem in tree.problems],
+        split_hints=split_hints,
+        problems=problems,
     )
+
+
+def _in_order(parts: list[np.ndarray], order: np.ndarray | None) -> np.ndarray:
+    """The parts end to end, in `order` (None: as they are). `parts` is emptied as soon as they are
+    joined, so that a large folder's column is in memory twice at most while it is put in order."""
+    column = parts[0] if len(parts) == 1 else np.concatenate(parts)
+    parts.clear()
+    return column if order is None else column[order]

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from resnet_mlops import atomic
 from resnet_mlops.config import DataSettings, Params
@@ -52,10 +53,11 @@ def prepare(settings: DataSettings, seed: int, out_dir: str | Path, report_path:
     report_path = Path(report_path)
     failed_report = report_path.with_name(f"{report_path.stem}.failed.json")
     shape = (settings.image_size, settings.image_size, settings.channels)
-    cache = DecodeCache(cache_dir or Path(out_dir).parent / "cache",
-                        policy_key(settings.image_size, settings.channels, settings.min_size, settings.max_pixels),
-                        shape)
     with executors.executor(settings) as (pool, slots):
+        # After the pool: its workers are forked before the cache's index of a large dataset is loaded.
+        cache = DecodeCache(cache_dir or Path(out_dir).parent / "cache",
+                            policy_key(settings.image_size, settings.channels, settings.min_size, settings.max_pixels),
+                            shape)
         examples = load_source(settings, cache, pool, slots)
         _release_freed_memory()
         clean, report, problems = validate(examples, settings.max_imbalance)
@@ -103,7 +105,7 @@ def _write(settings: DataSettings, clean: Examples, split_of: np.ndarray, out_di
         _write_json(tmp / "summary.json", summary)
         _write_json(tmp / "stats.json", _stats(summary["splits"], train_moments))
         _release_freed_memory()
-        _manifest(clean, split_of).to_parquet(tmp / "manifest.parquet", index=False)
+        _write_manifest(tmp / "manifest.parquet", clean, split_of)
     return summary
 
 
@@ -156,18 +158,38 @@ def _stats(splits: dict[str, dict], moments: np.ndarray) -> dict:
             "train_mean": mean, "train_std": std}
 
 
-def _manifest(examples: Examples, split_of: np.ndarray) -> pd.DataFrame:
-    """One row per image. The text columns are made in Arrow's own layout (no Python string per
-    image); to_parquet writes the bytes that lists of str give."""
+# Manifest rows written at a time, as one parquet row group each: what the manifest holds in memory
+# besides the examples themselves (a few MB), whatever the dataset's size.
+MANIFEST_ROWS = 1 << 16
+
+
+def _write_manifest(path: Path, examples: Examples, split_of: np.ndarray) -> None:
+    """manifest.parquet, one row per image, written MANIFEST_ROWS at a time with the schema (pandas
+    metadata included) that DataFrame.to_parquet gives; a dataset of one group gets its very bytes."""
+    writer = None
+    try:
+        for start in range(0, max(len(split_of), 1), MANIFEST_ROWS):
+            rows = pa.Table.from_pandas(_manifest(examples, split_of, start, start + MANIFEST_ROWS), preserve_index=False)
+            writer = writer or pq.ParquetWriter(path, rows.schema, compression="snappy")
+            writer.write_table(rows)
+    finally:
+        if writer:
+            writer.close()
+
+
+def _manifest(examples: Examples, split_of: np.ndarray, start: int, stop: int) -> pd.DataFrame:
+    """Rows start..stop. The text columns are made in Arrow's own layout (no Python string per
+    image); parquet gets the bytes that lists of str give."""
     names = pa.array(list(examples.class_names), pa.large_string())
+    labels = examples.labels[start:stop]
     return pd.DataFrame({
-        "path": _string_column(examples.paths.column),
-        "label": _string_column(names.take(pa.array(examples.labels))),
-        "label_index": examples.labels,
-        "split": split_of,
-        "sha256": _string_column(_hex_digests(examples.hashes)),
-        "width": examples.sizes[:, 0].astype(np.int64),
-        "height": examples.sizes[:, 1].astype(np.int64),
+        "path": _string_column(examples.paths.column.slice(start, len(labels))),
+        "label": _string_column(names.take(pa.array(labels))),
+        "label_index": labels,
+        "split": split_of[start:stop],
+        "sha256": _string_column(_hex_digests(examples.hashes[start:stop])),
+        "width": examples.sizes[start:stop, 0].astype(np.int64),
+        "height": examples.sizes[start:stop, 1].astype(np.int64),
     })
 
 

@@ -107,27 +107,35 @@ def _zip_entries(path: Path) -> Iterator[Entry]:
 
 def _folder_entries(root: Path) -> Iterator[Entry]:
     """In os.walk's order (a folder's subfolders, its files, then each subfolder), by os.scandir on
-    strings: on a folder of a million small images, pathlib objects cost more than the files."""
+    strings: on a folder of a million small images, pathlib objects cost more than the files.
+
+    A folder's listing is kept as (name, is a folder, is a link), not as os.DirEntry objects: one
+    holding its stat is nearly a kilobyte, and a class folder can hold tens of thousands of files."""
     real_root = root.resolve()
 
     def walk(folder: str, prefix: str) -> Iterator[Entry]:
         with os.scandir(folder) as listing:
-            items = sorted(listing, key=lambda item: item.name)
-        folders, files = [], []
-        for item in items:
-            (folders if item.is_dir() else files).append(item)
-        for item in folders:
-            yield Entry(prefix + item.name, None, is_dir=True)
-        for item in files:
-            if item.is_symlink() and not Path(item.path).resolve().is_relative_to(real_root):
-                yield Entry(prefix + item.name, None, f"link to {os.readlink(item.path)!r}, outside the folder")
-            elif item.is_file():
-                info = item.stat()
-                yield Entry(prefix + item.name, functools.partial(_read, item.path),
+            items = sorted((item.name, item.is_dir(), item.is_symlink()) for item in listing)
+        for name, is_dir, _ in items:
+            if is_dir:
+                yield Entry(prefix + name, None, is_dir=True)
+        for name, is_dir, is_link in items:
+            if is_dir:
+                continue
+            path = os.path.join(folder, name)
+            if is_link and not Path(path).resolve().is_relative_to(real_root):
+                yield Entry(prefix + name, None, f"link to {os.readlink(path)!r}, outside the folder")
+                continue
+            try:
+                info = os.stat(path)
+            except FileNotFoundError:  # a broken link
+                continue
+            if stat.S_ISREG(info.st_mode):
+                yield Entry(prefix + name, functools.partial(_read, path),
                             stat=(info.st_size, info.st_mtime_ns, info.st_ino))
-        for item in folders:
-            if not item.is_symlink():  # as os.walk: a linked folder is listed, not entered
-                yield from walk(item.path, f"{prefix}{item.name}/")
+        for name, is_dir, is_link in items:
+            if is_dir and not is_link:  # as os.walk: a linked folder is listed, not entered
+                yield from walk(os.path.join(folder, name), f"{prefix}{name}/")
 
     yield from walk(str(root), "")
 
