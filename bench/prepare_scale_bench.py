@@ -41,7 +41,7 @@ ADDED_PER_CLASS = 600  # 10 classes: 6,000 new train images, 1% of 600,000
 BEFORE_STREAMING = 12_400  # images/s of the pre-streaming prepare on the 60,000-image archive
 
 
-def prepare_once(folder: Path, out: Path, cache: Path, scheduler: str | None) -> dict:
+def prepare_once(folder: Path, out: Path, cache: Path, scheduler: str | None, size: int = 32) -> dict:
     """In the child: the real stage, timed, with its peak memory and what it printed."""
     import contextlib
     import io
@@ -51,7 +51,7 @@ def prepare_once(folder: Path, out: Path, cache: Path, scheduler: str | None) ->
 
     params_file = out / "params.yaml"
     params = shipped_params()
-    params["data"] = {**params["data"], "source": "folder", "path": str(folder), "image_size": 32, "channels": 3,
+    params["data"] = {**params["data"], "source": "folder", "path": str(folder), "image_size": size, "channels": 3,
                       "val_fraction": 0.1, "test_fraction": 0.2, "stream": True, "workers": 2,
                       "dask_scheduler": scheduler}
     params_file.write_text(json.dumps(params))
@@ -67,10 +67,10 @@ def prepare_once(folder: Path, out: Path, cache: Path, scheduler: str | None) ->
             "cache": cache_line.split(": ", 1)[1]}
 
 
-def child(folder: Path, out: Path, cache: Path, scheduler: str | None = None) -> dict:
+def child(folder: Path, out: Path, cache: Path, scheduler: str | None = None, size: int = 32) -> dict:
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True)
-    args = [sys.executable, __file__, "--child", str(folder), str(out), str(cache), scheduler or ""]
+    args = [sys.executable, __file__, "--child", str(folder), str(out), str(cache), scheduler or "", str(size)]
     done = subprocess.run(args, capture_output=True, text=True)
     if done.returncode:
         raise SystemExit(f"prepare of {folder} failed:\n{done.stdout}\n{done.stderr}")
@@ -115,11 +115,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/prepare-scale"))
-    parser.add_argument("--child", nargs=4, help=argparse.SUPPRESS)
+    parser.add_argument("--child", nargs=5, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        folder, out, cache, scheduler = args.child
-        print(json.dumps(prepare_once(Path(folder), Path(out), Path(cache), scheduler or None)))
+        folder, out, cache, scheduler, size = args.child
+        print(json.dumps(prepare_once(Path(folder), Path(out), Path(cache), scheduler or None, int(size))))
         return
     if not CIFAR_ARCHIVE.exists():
         print(f"skipped: {CIFAR_ARCHIVE} is absent; this benchmark needs the shared CIFAR-10 JPEG archive")
