@@ -283,3 +283,17 @@ def test_known_files_writes_what_np_save_writes_and_reads_it_back(tmp_path):
     again = KnownFiles(tmp_path / "cache", tmp_path / "photos")
     shas, fresh = again.shas(files[:2] + [(files[2][0], (1, 2, 3))])
     assert fresh.tolist() == [True, True, False] and shas[:2].tolist() == new[:2].tolist()
+
+
+def test_image_names_are_told_as_splitext_tells_them():
+    """The folder walk's quick suffix test agrees with posixpath.splitext on every kind of name."""
+    import posixpath
+
+    from resnet_mlops.data.folder import _is_image_name
+    from resnet_mlops.dataset.images import EXTENSIONS
+
+    names = ["a.jpg", "A.JPG", "cat/x.Jpeg", ".jpg", "..jpg", "cat/.png", ".x.png", "..x.png", "x.jpg.txt",
+             "x.tar.gz", "dir.jpg/x", "dir.jpg/", "x.", "x", "jpg", "a/b/c.webp", "a/.hidden/x.gif", "x..bmp"]
+    for name in names:
+        assert _is_image_name(name) == (posixpath.splitext(name)[1].lower() in EXTENSIONS), name
+    assert sum(map(_is_image_name, names)) == 8
