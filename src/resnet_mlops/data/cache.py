@@ -70,6 +70,7 @@ class DecodeCache:
         where = np.concatenate(where) if where else np.zeros((0, 4), np.int32)
         order = np.argsort(shas, kind="stable")
         self._sorted, self._sorted_where = _Sorted(shas[order]), where[order]
+        self._sorted_bad = _Sorted(np.array(sorted(self._bad), "S32"))
 
     def _add(self, pack_id: str, index: np.ndarray) -> np.ndarray:
         """Number a pack; its images' (pack, row, width, height)."""
@@ -101,8 +102,14 @@ class DecodeCache:
         at, hits = self._sorted.find(shas)
         where[hits] = self._sorted_where[at[hits]]
         raw = np.ascontiguousarray(shas).tobytes()
-        bad = {i: self._bad[raw[32 * i:32 * i + 32]] for i in range(len(shas)) if raw[32 * i:32 * i + 32] in self._bad}
+        bad = {int(i): self._bad[raw[32 * i:32 * i + 32]] for i in np.flatnonzero(self._sorted_bad.find(shas)[1])}
         return where, bad
+
+    def close_index(self) -> None:
+        """The source is read, its files looked up: let go of the index of the packs known at the
+        start (about 60 bytes per cached image) before the shards are written."""
+        self._sorted = self._sorted_where = self._sorted_bad = None
+        self._bad = {}
 
     def store(self, pixels: np.ndarray, good: list[tuple[bytes, tuple[int, int]]],
               bad: list[tuple[bytes, str, str]]) -> int:

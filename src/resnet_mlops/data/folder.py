@@ -291,6 +291,7 @@ def load_folder(settings: DataSettings, cache: DecodeCache, pool, slots: int) ->
     roots = [(settings.path, "train"), (settings.test_path, "test")] if settings.test_path else [(settings.path, None)]
     trees = [_read_tree(root, role, policy, cache, pool, slots) for root, role in roots]
     cache.prune(np.concatenate([tree.packs for tree in trees]))
+    cache.close_index()
     print(f"decode cache {cache.folder}: {cache.decoded} of {sum(tree.files for tree in trees)} image files "
           f"decoded, {sum(tree.read for tree in trees)} read")
     class_names = tuple(sorted({name for tree in trees for name in tree.classes}))

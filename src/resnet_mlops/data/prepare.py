@@ -61,6 +61,7 @@ def prepare(settings: DataSettings, seed: int, out_dir: str | Path, report_path:
         examples = load_source(settings, cache, pool, slots)
         _release_freed_memory()
         clean, report, problems = validate(examples, settings.max_imbalance)
+        del examples  # `clean` is it, or the part of it kept: one of them is held, not both
         report = {"source": settings.source, "path": settings.path, "test_path": settings.test_path,
                   "policy": settings.on_error, **report}
         print("\n".join(summary_lines(report)))
@@ -72,49 +73,54 @@ def prepare(settings: DataSettings, seed: int, out_dir: str | Path, report_path:
             raise UserError(f"{error}{kept}") from None
         # Shards are framed on the workers; the arrays format is a plain copy, done here.
         in_order = functools.partial(executors.in_order, pool, slots) if settings.stream else map
-        summary = _write(settings, clean, split_of, out_dir, in_order)
+        with atomic.atomic_directory(out_dir) as tmp:
+            _release_freed_memory()
+            # The manifest first: then the paths, hashes and sizes (about 90 bytes per image) are
+            # let go of, and only what the shards need is held while they are written.
+            _write_manifest(tmp / "manifest.parquet", clean, split_of)
+            pixels, labels, class_names = clean.pixels, clean.labels, clean.class_names
+            del clean
+            _release_freed_memory()
+            summary = _write_splits(settings, tmp, pixels, labels, class_names, split_of, in_order)
     atomic.write_json(report_path, report)
     failed_report.unlink(missing_ok=True)
     return summary
 
 
-def _write(settings: DataSettings, clean: Examples, split_of: np.ndarray, out_dir: str | Path, in_order) -> dict:
-    """data/prepared/ replaced whole: the splits (their blocks encoded by `in_order`, see
-    dataset/prepared.write_split), summary.json, stats.json and the manifest; its summary."""
+def _write_splits(settings: DataSettings, tmp: Path, pixels, labels: np.ndarray, class_names: tuple[str, ...],
+                  split_of: np.ndarray, in_order) -> dict:
+    """The splits (their blocks encoded by `in_order`, see dataset/prepared.write_split), summary.json
+    and stats.json, into `tmp`; the summary."""
     summary = {
         "source": settings.source,
         "format": "tfrecord" if settings.stream else "arrays",
-        "class_names": list(clean.class_names),
-        "image_shape": list(clean.pixels.shape),
+        "class_names": list(class_names),
+        "image_shape": list(pixels.shape),
         "splits": {},
     }
-    with atomic.atomic_directory(out_dir) as tmp:
-        for name in SPLITS:
-            members = np.flatnonzero(split_of == name)
-            rows = lambda start, stop, members=members: (clean.pixels.take(members[start:stop]),
-                                                         clean.labels[members[start:stop]])
-            written = write_split(tmp, name, settings.stream, rows, len(members), tuple(clean.pixels.shape),
-                                  moments=name == "train", in_order=in_order)
-            counts = np.bincount(clean.labels[members], minlength=len(clean.class_names))
-            summary["splits"][name] = {"count": int(len(members)), "files": written.files, "sha256": written.sha256,
-                                       "per_class": {c: int(n) for c, n in zip(clean.class_names, counts)}}
-            if name == "train":
-                train_moments = written.moments
-        summary["content_hash"] = hashlib.sha256(
-            "".join(summary["splits"][n]["sha256"] for n in SPLITS).encode()).hexdigest()
-        _write_json(tmp / "summary.json", summary)
-        _write_json(tmp / "stats.json", _stats(summary["splits"], train_moments))
-        _release_freed_memory()
-        _write_manifest(tmp / "manifest.parquet", clean, split_of)
+    for name in SPLITS:
+        members = np.flatnonzero(split_of == name)
+        rows = lambda start, stop, members=members: (pixels.take(members[start:stop]), labels[members[start:stop]])
+        written = write_split(tmp, name, settings.stream, rows, len(members), tuple(pixels.shape),
+                              moments=name == "train", in_order=in_order)
+        counts = np.bincount(labels[members], minlength=len(class_names))
+        summary["splits"][name] = {"count": int(len(members)), "files": written.files, "sha256": written.sha256,
+                                   "per_class": {c: int(n) for c, n in zip(class_names, counts)}}
+        if name == "train":
+            train_moments = written.moments
+    summary["content_hash"] = hashlib.sha256(
+        "".join(summary["splits"][n]["sha256"] for n in SPLITS).encode()).hexdigest()
+    _write_json(tmp / "summary.json", summary)
+    _write_json(tmp / "stats.json", _stats(summary["splits"], train_moments))
     return summary
 
 
 def _release_freed_memory() -> None:
     """Hand freed memory back to the OS (glibc's malloc_trim; elsewhere a no-op).
 
-    Reading a large folder, and writing the shards, leave many freed Python objects scattered
-    through memory that glibc keeps mapped; what follows (validation, the manifest) would then
-    sit on top of them instead of in them."""
+    Reading a large folder leaves many freed Python objects scattered through memory that glibc
+    keeps mapped; what follows (validation, the manifest, the shards) would then sit on top of
+    them instead of in them."""
     gc.collect()
     try:
         ctypes.CDLL(None).malloc_trim(0)
@@ -172,6 +178,10 @@ def _write_manifest(path: Path, examples: Examples, split_of: np.ndarray) -> Non
             rows = pa.Table.from_pandas(_manifest(examples, split_of, start, start + MANIFEST_ROWS), preserve_index=False)
             writer = writer or pq.ParquetWriter(path, rows.schema, compression="snappy")
             writer.write_table(rows)
+            del rows
+            # Arrow's allocator (mimalloc) keeps what each row group freed; left so, a manifest of
+            # ten row groups held five groups' worth of memory instead of one.
+            pa.default_memory_pool().release_unused()
     finally:
         if writer:
             writer.close()
