@@ -23,6 +23,9 @@ MLFLOW_ARTIFACTS_DESTINATION ?= $(CURDIR)/mlartifacts-server
 MLFLOW_ARGS   ?=
 PREFECT_HOST  ?= 127.0.0.1
 PREFECT_PORT  ?= 4200
+# `make test` runs the suite on one pytest-xdist worker per CPU core (`TEST_WORKERS=0`: all in one process).
+# Most tests wait on one single-threaded subprocess (dvc, mlflow, prefect, a stage) at a time.
+TEST_WORKERS  ?= auto
 
 .PHONY: run test venv clean-venv postgres postgres-stop mlflow-server prefect-server
 
@@ -39,7 +42,7 @@ run: venv
 	@PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/resnet-mlops run
 
 test: venv
-	@PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest tests $(PYTEST_ARGS)
+	@PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest tests -n $(TEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
 
 clean-venv:
 	rm -rf $(VENV)

@@ -1,6 +1,10 @@
 """The tests' environment, and the fixtures: a tiny params file and throw-away git+DVC repositories.
 
 The helpers the tests share live in tests/support/ (`from support.project_repo import ...`).
+
+`make test` spreads the tests over pytest-xdist workers (`--dist loadgroup`). A module whose tests share
+a costly module-scoped fixture (a server, a trained model), or must run in order (test_deployment),
+marks itself `pytestmark = pytest.mark.xdist_group("<module>")` and then runs whole on one worker.
 """
 
 from __future__ import annotations

@@ -31,6 +31,8 @@ from resnet_mlops.errors import UserError
 from support.image_files import image_bytes
 from support.project_repo import write_params
 
+pytestmark = pytest.mark.xdist_group("prepare_streaming")
+
 CLASSES = ("cat", "dog", "owl")
 
 

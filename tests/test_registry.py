@@ -33,6 +33,8 @@ from resnet_mlops.serving.pyfunc import log_classifier
 from support.served_model import free_port
 from support.tracking_uri import tracking_store
 
+pytestmark = pytest.mark.xdist_group("registry")
+
 CLASSES = ["zero", "one", "two"]
 MARKERS = [0, 0, 1, 1, 2, 2, 0, 1]  # the class each image's lit pixel stands for
 LABELS = [0, 0, 1, 1, 2, 2, 2, 2]   # the truth: the last two images' markers lie
