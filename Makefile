@@ -23,7 +23,8 @@ MLFLOW_ARTIFACTS_DESTINATION ?= $(CURDIR)/mlartifacts-server
 MLFLOW_ARGS   ?=
 PREFECT_HOST  ?= 127.0.0.1
 PREFECT_PORT  ?= 4200
-# `make test` runs the suite on one pytest-xdist worker per CPU core (`TEST_WORKERS=0`: all in one process).
+# `make test` runs the test modules on one pytest-xdist worker per CPU core, each module whole on one
+# worker (`TEST_WORKERS=0`: all in one process).
 # Most tests wait on one single-threaded subprocess (dvc, mlflow, prefect, a stage) at a time.
 TEST_WORKERS  ?= auto
 
@@ -42,7 +43,7 @@ run: venv
 	@PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/resnet-mlops run
 
 test: venv
-	@PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest tests -n $(TEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
+	@PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest tests -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 clean-venv:
 	rm -rf $(VENV)

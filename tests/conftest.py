@@ -2,9 +2,10 @@
 
 The helpers the tests share live in tests/support/ (`from support.project_repo import ...`).
 
-`make test` spreads the tests over pytest-xdist workers (`--dist loadgroup`). A module whose tests share
-a costly module-scoped fixture (a server, a trained model), or must run in order (test_deployment),
-marks itself `pytestmark = pytest.mark.xdist_group("<module>")` and then runs whole on one worker.
+`make test` spreads the test modules over pytest-xdist workers (`--dist loadfile`): each module runs
+whole, in order, on one worker, so a module-scoped fixture (a server, a trained model) is built once and
+tests that build on the one before (test_deployment's) keep working. (pytest-xdist 3.8's `loadgroup`
+does not group under pytest 9: it renames `item._nodeid`, which pytest 9 no longer reads.)
 """
 
 from __future__ import annotations

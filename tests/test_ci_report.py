@@ -23,8 +23,6 @@ from PIL import Image
 from resnet_mlops.project import user_cache
 from support.project_repo import PROJECT, TINY_PARAMS, copy_project, copy_repo, run, write_params
 
-pytestmark = pytest.mark.xdist_group("ci_report")
-
 WORKFLOW = PROJECT / ".github" / "workflows" / "retrain.yml"
 SCRIPT = PROJECT / ".ci" / "retrain"
 CHARTS = ("loss", "accuracy", "confusion", "reliability")  # dvc.yaml's plots

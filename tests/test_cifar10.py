@@ -20,8 +20,6 @@ from resnet_mlops.data.prepare import prepare
 from resnet_mlops.errors import UserError
 from support.project_repo import PROJECT, write_params
 
-pytestmark = pytest.mark.xdist_group("cifar10")
-
 JPEG_ARCHIVE = PROJECT.parent / "shared" / "datasets" / "cifar10-jpeg.tar.gz"
 CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 

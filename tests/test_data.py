@@ -12,7 +12,8 @@ from resnet_mlops.config import load_params
 from resnet_mlops.data.prepare import prepare
 from resnet_mlops.dataset.prepared import read_split, read_summary
 from resnet_mlops.data.sources import load_digits
-from resnet_mlops.data.split import SPLITS, assign
+from resnet_mlops.data.examples import SPLITS, split_codes, split_names
+from resnet_mlops.data.split import assign
 from support.project_repo import write_params
 
 
@@ -32,7 +33,7 @@ def test_digits_are_real_uint8_images_with_ten_classes(digits_settings):
 
 def test_split_is_stratified_and_complete(digits_settings):
     digits = load_digits(digits_settings)
-    split_of = assign(digits.hashes, digits.split_hints, 3, 0.15, 0.2)
+    split_of = split_names(assign(digits.hashes, digits.split_hints, 3, 0.15, 0.2))
     assert set(split_of) == set(SPLITS) and len(split_of) == len(digits.labels)
     for label in range(10):
         in_class = digits.labels == label
@@ -52,14 +53,14 @@ def test_split_depends_on_seed_and_content_only(digits_settings):
 
 def test_adding_images_never_moves_existing_ones(digits_settings):
     digits = load_digits(digits_settings)
-    before = assign(digits.hashes[:1000], [None] * 1000, 3, 0.15, 0.2)
+    before = assign(digits.hashes[:1000], split_codes([None] * 1000), 3, 0.15, 0.2)
     after = assign(digits.hashes, digits.split_hints, 3, 0.15, 0.2)
     assert np.array_equal(before, after[:1000])
 
 
 def test_a_source_test_set_stays_test():
     hashes = np.array([i.to_bytes(32, "big") for i in range(400)], dtype="S32")
-    split_of = assign(hashes, ["test"] * 100 + ["train"] * 300, 3, 0.15, 0.2)
+    split_of = split_names(assign(hashes, split_codes(["test"] * 100 + ["train"] * 300), 3, 0.15, 0.2))
     assert (split_of[:100] == "test").all()
     assert set(split_of[100:]) == {"train", "val"}
     assert 0.05 < (split_of[100:] == "val").mean() < 0.25

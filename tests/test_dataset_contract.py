@@ -41,8 +41,6 @@ from resnet_mlops.training import inputs, trainer
 from support.images_by_pillow import UPRIGHT_ROT90, jpeg_with_orientation, policy_pixels
 from support.tracking_uri import restored_tracking_uri
 
-pytestmark = pytest.mark.xdist_group("dataset_contract")
-
 SPLITS = ("train", "val", "test")
 
 

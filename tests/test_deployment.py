@@ -27,7 +27,7 @@ from support.prefect_server import PREFECT, client_environment, prefect_server
 from support.project_repo import PROJECT, TINY_PARAMS, make_project_repo, run
 from support.server_process import stop_group
 
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("deployment")]
+pytestmark = pytest.mark.slow
 
 POOL = "resnet-mlops-tests"
 DEPLOYMENT = "retrain/nightly"

@@ -15,7 +15,7 @@ from prefect.testing.utilities import prefect_test_harness
 from support.console import unactivated_path
 from support.project_repo import make_project_repo, outputs_of, run, write_params
 
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("flow")]
+pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="session")

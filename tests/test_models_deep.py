@@ -6,8 +6,6 @@ import pytest
 from resnet_mlops.models import build_model, trainable_params
 from support.residual_blocks import residual_blocks
 
-pytestmark = pytest.mark.xdist_group("models_deep")
-
 
 @pytest.fixture(scope="module")
 def resnet1202():

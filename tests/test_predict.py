@@ -22,8 +22,6 @@ from support.served_model import (CIFAR_CLASSES, cifar_jpegs, cifar_labels, fram
                                   same_predictions)
 from support.tracking_uri import tracking_store
 
-pytestmark = pytest.mark.xdist_group("predict")
-
 MODEL = "models:/tiny-cifar@champion"
 
 

@@ -31,8 +31,6 @@ from resnet_mlops.errors import UserError
 from support.image_files import image_bytes
 from support.project_repo import write_params
 
-pytestmark = pytest.mark.xdist_group("prepare_streaming")
-
 CLASSES = ("cat", "dog", "owl")
 
 
@@ -210,15 +208,15 @@ import sys
 from pathlib import Path
 import numpy as np
 from resnet_mlops.data import prepare
-from resnet_mlops.data.examples import ArrayPixels, Examples, PathsBuilder
+from resnet_mlops.data.examples import NO_HINT, ArrayPixels, Examples, PathsBuilder
 rows = int(sys.argv[1]) * prepare.MANIFEST_ROWS
 paths = PathsBuilder()
 paths.extend(f"train/class-{i % 10}/image-{i:07d}-variant.jpg" for i in range(rows))
 examples = Examples(ArrayPixels(np.zeros((rows, 1, 1, 1), np.uint8)), np.arange(rows) % 10,
                     tuple(f"class-{c}" for c in range(10)), paths.build(),
                     np.frombuffer(np.random.default_rng(0).bytes(32 * rows), "S32"),
-                    np.full((rows, 2), 32, np.int32), np.full(rows, None, object))
-split_of = np.array(["train", "val", "test"], object)[np.arange(rows) % 3]
+                    np.full((rows, 2), 32, np.int32), np.full(rows, NO_HINT, np.int8))
+split_of = (np.arange(rows) % 3).astype(np.int8)  # the split codes: train, val, test in turn
 status = lambda key: next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith(key))
 open("/proc/self/clear_refs", "w").write("5")  # VmHWM starts again from VmRSS
 before = status("VmRSS:")

@@ -70,8 +70,8 @@ def write_prepared(layout: Layout, images: np.ndarray, labels: np.ndarray, class
     """data/prepared/ as `prepare` writes it, with only a test split; returns the test set's hash."""
     layout.prepared.mkdir(parents=True, exist_ok=True)
     split = Split(images, labels.astype(np.int64))
-    files = write_split(layout.prepared, "test", False, lambda start, stop: (split.images[start:stop], split.labels[start:stop]),
-                        len(split.labels), split.images.shape[1:]).files
+    files = write_split(layout.prepared, "test", False, lambda start, stop: split.images[start:stop], split.labels,
+                        split.images.shape[1:]).files
     digest = split.sha256()
     pd.DataFrame({"split": "test", "sha256": [hashlib.sha256(i.tobytes()).hexdigest() for i in images]}).to_parquet(
         layout.prepared / "manifest.parquet")

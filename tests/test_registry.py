@@ -33,8 +33,6 @@ from resnet_mlops.serving.pyfunc import log_classifier
 from support.served_model import free_port
 from support.tracking_uri import tracking_store
 
-pytestmark = pytest.mark.xdist_group("registry")
-
 CLASSES = ["zero", "one", "two"]
 MARKERS = [0, 0, 1, 1, 2, 2, 0, 1]  # the class each image's lit pixel stands for
 LABELS = [0, 0, 1, 1, 2, 2, 2, 2]   # the truth: the last two images' markers lie
@@ -61,8 +59,8 @@ def marked_images() -> Split:
 def write_prepared(layout: Layout, split: Split) -> str:
     """data/prepared/ with only a test split, and its summary.json as `prepare` writes it."""
     layout.prepared.mkdir(parents=True)
-    files = write_split(layout.prepared, "test", False, lambda start, stop: (split.images[start:stop], split.labels[start:stop]),
-                        len(split.labels), split.images.shape[1:]).files
+    files = write_split(layout.prepared, "test", False, lambda start, stop: split.images[start:stop], split.labels,
+                        split.images.shape[1:]).files
     digest = split.sha256()
     counts = np.bincount(split.labels, minlength=len(CLASSES))
     summary = {"source": "digits", "format": "arrays", "class_names": CLASSES,

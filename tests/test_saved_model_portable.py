@@ -21,7 +21,7 @@ from resnet_mlops.models.saving import load_model, portable_model, save_model
 from support.residual_blocks import residual_blocks
 
 # Keras 3.15's saving calls np.array(variable) in a way NumPy 2.4 deprecates, once per weight.
-pytestmark = [pytest.mark.filterwarnings("ignore:__array__ implementation doesn't accept a copy keyword"), pytest.mark.xdist_group("saved_model_portable")]
+pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation doesn't accept a copy keyword")
 
 SHAPE, CLASSES = (8, 8, 1), 3  # the digits, as the pipeline tests train them
 

@@ -39,7 +39,7 @@ from support.project_repo import PROJECT, make_project_repo, run
 from support.served_model import free_port
 from support.server_process import stop_group, wait_until_answers
 
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("servers")]
+pytestmark = pytest.mark.slow
 
 VENV = Path(sys.prefix)
 

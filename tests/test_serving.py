@@ -26,7 +26,7 @@ from support.served_model import (CIFAR_CLASSES, cifar_jpegs, cifar_labels, fram
                                   post, register_model, same_predictions, serving_process)
 from support.tracking_uri import tracking_store
 
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("serving")]
+pytestmark = pytest.mark.slow
 
 MAX_BATCH = 48
 

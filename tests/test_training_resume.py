@@ -19,7 +19,7 @@ from mlflow.tracking import MlflowClient
 from support.project_repo import TINY_PARAMS, copy_project, kill_training_at, run
 from support.tracking_uri import tracking_store
 
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("training_resume")]
+pytestmark = pytest.mark.slow
 
 EPOCHS = 5
 

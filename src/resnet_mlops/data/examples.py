@@ -14,6 +14,21 @@ from PIL import Image
 
 from resnet_mlops.dataset.images import to_pixels
 
+SPLITS = ("train", "val", "test")
+TRAIN, VAL, TEST = 0, 1, 2  # each split's code in int8 columns: its index in SPLITS
+NO_HINT = -1                # a split hint's code where the source fixed no split
+
+
+def split_codes(names: Iterable[str | None]) -> np.ndarray:
+    """Split names (None: no hint) as int8 codes: each name's index in SPLITS, NO_HINT for None."""
+    code = {None: NO_HINT, **{name: i for i, name in enumerate(SPLITS)}}
+    return np.array([code[name] for name in names], np.int8)
+
+
+def split_names(codes: np.ndarray) -> np.ndarray:
+    """The split names (an object array of str) of int8 codes, none of them NO_HINT."""
+    return np.array(SPLITS, dtype=object)[codes]
+
 
 @dataclass(frozen=True)
 class Problem:
@@ -109,7 +124,7 @@ class PathsBuilder:
 
 @dataclass
 class Examples:
-    """Images in file order. `split_hints[i]` is the split a source fixed (its own test set), or None."""
+    """Images in file order. `split_hints[i]` is the split a source fixed (its own test set), or NO_HINT."""
 
     pixels: "ArrayPixels"            # uint8 (N, H, W, C), in memory or in the decode cache
     labels: np.ndarray               # int64 (N,), index into class_names
@@ -117,7 +132,7 @@ class Examples:
     paths: Paths
     hashes: np.ndarray               # S32 (N,): sha256 of the original file bytes (or of the pixels), raw
     sizes: np.ndarray                # int32 (N, 2): original (width, height)
-    split_hints: np.ndarray          # object (N,): "train", "val", "test" or None
+    split_hints: np.ndarray          # int8 (N,): the index in SPLITS, or NO_HINT
     problems: list[Problem] = field(default_factory=list)  # found while reading; already excluded
 
     # Columns, not a Python object per image: a few dozen bytes each besides the path, so that
@@ -151,5 +166,5 @@ def from_arrays(images: np.ndarray, labels, class_names: tuple[str, ...], paths:
         pixels=ArrayPixels(images), labels=np.asarray(labels, dtype=np.int64), class_names=class_names, paths=Paths.of(paths),
         hashes=np.array([hashlib.sha256(x.tobytes()).digest() for x in images], dtype="S32"),
         sizes=np.tile(np.array([width, height], np.int32), (len(paths), 1)),
-        split_hints=np.array(split_hints, dtype=object),
+        split_hints=split_codes(split_hints),
     )

@@ -24,7 +24,7 @@ import numpy as np
 from resnet_mlops.config import DataSettings
 from resnet_mlops.data import executors
 from resnet_mlops.data.cache import CachedPixels, DecodeCache, KnownFiles
-from resnet_mlops.data.examples import Examples, Paths, PathsBuilder, Problem
+from resnet_mlops.data.examples import Examples, Paths, PathsBuilder, Problem, split_codes
 from resnet_mlops.dataset import archive, images
 from resnet_mlops.errors import UserError
 
@@ -218,7 +218,7 @@ class _Tree:
     paths: Paths
     shas: np.ndarray        # S32
     where: np.ndarray       # int32 (pack, row, width, height)
-    splits: list[str | None]
+    splits: np.ndarray      # int8 split hint codes (examples.split_codes)
     labels: np.ndarray      # int32 index into label_names
     label_names: list[str]
     classes: list[str]
@@ -254,16 +254,16 @@ def _read_tree(root: str, role: str | None, policy: _Policy, cache: DecodeCache,
         if below:
             classes.add(below[0])
     # A file's split and class depend on its folder only: placed once per folder, not once per file.
-    placed: dict[str, tuple[str | None, str | None]] = {}  # folder -> (split, class or None: outside any)
+    placed: dict[str, tuple[int, str | None]] = {}  # folder -> (split hint code, class or None: outside any)
     label_index: dict[str, int] = {}
-    keep, splits, labels = array.array("q"), [], array.array("i")
+    keep, splits, labels = array.array("q"), array.array("b"), array.array("i")
     for i, path in enumerate(paths):
         if i in files.problems:
             continue
         folder = path[:path.rfind("/") + 1]
         if folder not in placed:
             split, below = _place(trimmed(path), predefined, role)
-            placed[folder] = split, below[0] if len(below) >= 2 else None
+            placed[folder] = int(split_codes([split])[0]), below[0] if len(below) >= 2 else None
         split, label = placed[folder]
         if label is None:  # a file directly in the root (or a split folder) has no class
             where_ = f" of {root}" if role == "test" else ""
@@ -279,7 +279,7 @@ def _read_tree(root: str, role: str | None, policy: _Policy, cache: DecodeCache,
         keep = np.array(keep, np.int64)
         paths, shas, where = paths.take(keep), shas[keep], where[keep]
     return _Tree(Paths.of(f"{root}:{path}" for path in paths) if role == "test" else paths,
-                 shas, where, splits, np.array(labels, np.int32),
+                 shas, where, np.frombuffer(splits, np.int8), np.array(labels, np.int32),
                  list(label_index), sorted(classes), problems, packs, len(files.paths), reader.read)
 
 
@@ -300,7 +300,7 @@ def load_folder(settings: DataSettings, cache: DecodeCache, pool, slots: int) ->
     problems = [problem for tree in trees for problem in tree.problems]
     paths = Paths.concat([tree.paths for tree in trees])
     columns = [[tree.where for tree in trees], [tree.shas for tree in trees],
-               [np.array(tree.splits, dtype=object) for tree in trees]]
+               [tree.splits for tree in trees]]
     del trees  # each column's parts are now held once, by `columns`
     order = paths.sorted_order()  # not the order of an archive's entries
     if (order == np.arange(len(order))).all():

@@ -19,10 +19,10 @@ from resnet_mlops import atomic
 from resnet_mlops.config import DataSettings, Params
 from resnet_mlops.data import executors
 from resnet_mlops.data.cache import DecodeCache, policy_key
-from resnet_mlops.data.examples import Examples
+from resnet_mlops.data.examples import SPLITS, Examples, split_names
 from resnet_mlops.dataset.prepared import read_summary, write_split
 from resnet_mlops.data.sources import load_source
-from resnet_mlops.data.split import SPLITS, assign
+from resnet_mlops.data.split import assign
 from resnet_mlops.data.validate import summary_lines, validate
 from resnet_mlops.errors import UserError
 from resnet_mlops.project import Layout
@@ -98,12 +98,14 @@ def _write_splits(settings: DataSettings, tmp: Path, pixels, labels: np.ndarray,
         "image_shape": list(pixels.shape),
         "splits": {},
     }
-    for name in SPLITS:
-        members = np.flatnonzero(split_of == name)
-        rows = lambda start, stop, members=members: (pixels.take(members[start:stop]), labels[members[start:stop]])
-        written = write_split(tmp, name, settings.stream, rows, len(members), tuple(pixels.shape),
+    for code, name in enumerate(SPLITS):
+        members = np.flatnonzero(split_of == code)
+        images = lambda start, stop, members=members: pixels.take(members[start:stop])
+        split_labels = labels[members]
+        written = write_split(tmp, name, settings.stream, images, split_labels, tuple(pixels.shape),
                               moments=name == "train", in_order=in_order)
-        counts = np.bincount(labels[members], minlength=len(class_names))
+        counts = np.bincount(split_labels, minlength=len(class_names))
+        del split_labels
         summary["splits"][name] = {"count": int(len(members)), "files": written.files, "sha256": written.sha256,
                                    "per_class": {c: int(n) for c, n in zip(class_names, counts)}}
         if name == "train":
@@ -129,7 +131,7 @@ def _release_freed_memory() -> None:
 
 
 def _split(settings: DataSettings, seed: int, clean: Examples, problems: list, report: Path) -> np.ndarray:
-    """Each image's split, or a UserError saying why this data cannot be used."""
+    """Each image's split (int8: its index in SPLITS), or a UserError saying why this data cannot be used."""
     if problems and settings.on_error == "fail":
         raise UserError(f"{problems[0].sentence()}; {len(problems)} problem(s) in all, listed in {report} "
                         f"(set data.on_error: quarantine to exclude them and go on)")
@@ -138,7 +140,7 @@ def _split(settings: DataSettings, seed: int, clean: Examples, problems: list, r
         raise UserError(f"{settings.path or settings.source}: {found} found; a classifier needs at least 2 "
                         f"(see {report})")
     split_of = assign(clean.hashes, clean.split_hints, seed, settings.val_fraction, settings.test_fraction)
-    empty = [name for name in SPLITS if not (split_of == name).any()]
+    empty = [name for code, name in enumerate(SPLITS) if not (split_of == code).any()]
     if empty:
         raise UserError(f"{settings.path or settings.source}: the {empty[0]} split is empty with "
                         f"{len(clean.labels)} images; use more images or larger data.val_fraction/test_fraction")
@@ -196,7 +198,7 @@ def _manifest(examples: Examples, split_of: np.ndarray, start: int, stop: int) -
         "path": _string_column(examples.paths.column.slice(start, len(labels))),
         "label": _string_column(names.take(pa.array(labels))),
         "label_index": labels,
-        "split": split_of[start:stop],
+        "split": split_names(split_of[start:stop]),
         "sha256": _string_column(_hex_digests(examples.hashes[start:stop])),
         "width": examples.sizes[start:stop, 0].astype(np.int64),
         "height": examples.sizes[start:stop, 1].astype(np.int64),

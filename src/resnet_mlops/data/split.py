@@ -17,9 +17,7 @@ import hashlib
 
 import numpy as np
 
-from resnet_mlops.data.examples import hex_digests
-
-SPLITS = ("train", "val", "test")
+from resnet_mlops.data.examples import TEST, TRAIN, VAL, hex_digests
 _BLOCK = 1 << 16  # hashes turned to hex at a time
 
 
@@ -28,21 +26,21 @@ def draw(seed: int, content_hash: str) -> float:
     return int.from_bytes(digest[:8], "big") / 2.0 ** 64
 
 
-def assign(hashes: np.ndarray, hints, seed: int, val_fraction: float, test_fraction: float) -> np.ndarray:
-    """The split name of every image (an object array of the names in SPLITS), from the raw sha256
-    digests (S32) and the splits the source fixed (None where it fixed none)."""
-    names = np.empty(len(hashes), dtype=object)
+def assign(hashes: np.ndarray, hints: np.ndarray, seed: int, val_fraction: float, test_fraction: float) -> np.ndarray:
+    """The split of every image as an int8 code (its index in SPLITS), from the raw sha256 digests
+    (S32) and the codes of the splits the source fixed (examples.split_codes: NO_HINT where none)."""
+    codes = np.empty(len(hashes), dtype=np.int8)
     for start in range(0, len(hashes), _BLOCK):
-        for i, content_hash in enumerate(hex_digests(hashes, start, start + _BLOCK), start):
-            hint = hints[i]
-            if hint in ("test", "val"):
-                names[i] = hint
+        block_hints = hints[start:start + _BLOCK].tolist()
+        for i, (content_hash, hint) in enumerate(zip(hex_digests(hashes, start, start + _BLOCK), block_hints), start):
+            if hint in (TEST, VAL):
+                codes[i] = hint
                 continue
             u = draw(seed, content_hash)
-            if hint == "train":  # the source fixed test: val is a share of the rest
-                names[i] = "val" if u < val_fraction else "train"
+            if hint == TRAIN:  # the source fixed test: val is a share of the rest
+                codes[i] = VAL if u < val_fraction else TRAIN
             elif u < test_fraction:
-                names[i] = "test"
+                codes[i] = TEST
             else:
-                names[i] = "val" if u < test_fraction + val_fraction else "train"
-    return names
+                codes[i] = VAL if u < test_fraction + val_fraction else TRAIN
+    return codes

@@ -18,7 +18,7 @@ from dataclasses import asdict
 
 import numpy as np
 
-from resnet_mlops.data.examples import Examples, Problem
+from resnet_mlops.data.examples import NO_HINT, SPLITS, TEST, VAL, Examples, Problem
 
 
 def _same_content(hashes: np.ndarray) -> list[list[int]]:
@@ -44,15 +44,17 @@ def _duplicates(examples: Examples) -> tuple[np.ndarray, list[Problem]]:
                 problems.append(Problem("conflicting_labels", examples.paths[i],
                                         f"the same image is labelled {', '.join(sorted(labels))}"))
             continue
-        fixed = [i for i in members if examples.split_hints[i] in ("test", "val")]
+        hints = examples.split_hints[members].tolist()
+        fixed = [i for i, hint in zip(members, hints) if hint in (TEST, VAL)]
         first = fixed[0] if fixed else members[0]
-        for i in members:
+        first_hint = hints[members.index(first)]
+        for i, hint in zip(members, hints):
             if i == first:
                 continue
             keep[i] = False
-            across = examples.split_hints[i] != examples.split_hints[first]
+            across = hint != first_hint
             kind = "duplicate_across_splits" if across else "duplicate"
-            where = f" in {examples.split_hints[first]}" if across else ""
+            where = f" in {SPLITS[first_hint] if first_hint != NO_HINT else None}" if across else ""
             problems.append(Problem(kind, examples.paths[i], f"same content as {examples.paths[first]}{where}"))
     return keep, problems
 

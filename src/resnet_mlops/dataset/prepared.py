@@ -54,9 +54,9 @@ class Written:
 BLOCK_BYTES = 4 << 20
 
 
-def write_split(folder: Path, name: str, stream: bool, rows: Callable[[int, int], tuple[np.ndarray, np.ndarray]],
-                count: int, shape: tuple[int, ...], moments: bool = True, in_order: Callable = map) -> Written:
-    """Write a split of `count` images, `rows(start, stop)` giving those rows' (images, labels):
+def write_split(folder: Path, name: str, stream: bool, images: Callable[[int, int], np.ndarray], labels: np.ndarray,
+                shape: tuple[int, ...], moments: bool = True, in_order: Callable = map) -> Written:
+    """Write a split of `len(labels)` images, `images(start, stop)` giving rows start..stop of them:
     as TFRecord shards of SHARD_EXAMPLES images, or (not `stream`) as the two .npy arrays.
 
     Read, hashed and written here in blocks of at most BLOCK_BYTES of pixels, none across a
@@ -64,8 +64,9 @@ def write_split(folder: Path, name: str, stream: bool, rows: Callable[[int, int]
     by `in_order(fn, blocks)`, a map yielding results in order: `map` here, or prepare's worker
     processes or Dask cluster (data/executors.py), the same bytes either way.
     """
+    count = len(labels)
+    labels = np.asarray(labels, np.int64)
     digest = hashlib.sha256(str((count, *shape)).encode())
-    labels = []
     files = shard_names(name, count) if stream else [f"{name}_images.npy", f"{name}_labels.npy"]
     per_shard = tfrecords.SHARD_EXAMPLES
     block = max(1, min(per_shard, BLOCK_BYTES // int(np.prod(shape))))
@@ -74,11 +75,9 @@ def write_split(folder: Path, name: str, stream: bool, rows: Callable[[int, int]
 
     def blocks():
         for start, stop in spans:
-            images, block_labels = rows(start, stop)
-            images = np.ascontiguousarray(images)
-            digest.update(images.data)
-            labels.append(block_labels)
-            yield stream, moments, images, block_labels
+            pixels = np.ascontiguousarray(images(start, stop))
+            digest.update(pixels.data)
+            yield stream, moments, pixels, labels[start:stop]
 
     totals = np.zeros((3, shape[-1]), np.int64)
     out = None
@@ -96,11 +95,10 @@ def write_split(folder: Path, name: str, stream: bool, rows: Callable[[int, int]
     finally:
         if out:
             out.close()
-    all_labels = np.concatenate(labels).astype(np.int64) if labels else np.zeros(0, np.int64)
-    digest.update(str(all_labels.shape).encode())
-    digest.update(all_labels.tobytes())
+    digest.update(str(labels.shape).encode())
+    digest.update(labels.tobytes())
     if not stream:
-        np.save(folder / files[1], all_labels, allow_pickle=False)
+        np.save(folder / files[1], labels, allow_pickle=False)
     return Written(files, digest.hexdigest(), totals)
 
 
