@@ -17,12 +17,12 @@ from resnet_mlops.dataset.images import to_pixels
 SPLITS = ("train", "val", "test")
 TRAIN, VAL, TEST = 0, 1, 2  # each split's code in int8 columns: its index in SPLITS
 NO_HINT = -1                # a split hint's code where the source fixed no split
+SPLIT_CODE = {None: NO_HINT, **{name: code for code, name in enumerate(SPLITS)}}  # name (None: no hint) -> code
 
 
 def split_codes(names: Iterable[str | None]) -> np.ndarray:
-    """Split names (None: no hint) as int8 codes: each name's index in SPLITS, NO_HINT for None."""
-    code = {None: NO_HINT, **{name: i for i, name in enumerate(SPLITS)}}
-    return np.array([code[name] for name in names], np.int8)
+    """Split names (None: no hint) as an int8 column of their codes (SPLIT_CODE)."""
+    return np.array([SPLIT_CODE[name] for name in names], np.int8)
 
 
 def split_names(codes: np.ndarray) -> np.ndarray:

@@ -24,7 +24,7 @@ import numpy as np
 from resnet_mlops.config import DataSettings
 from resnet_mlops.data import executors
 from resnet_mlops.data.cache import CachedPixels, DecodeCache, KnownFiles
-from resnet_mlops.data.examples import Examples, Paths, PathsBuilder, Problem, split_codes
+from resnet_mlops.data.examples import SPLIT_CODE, Examples, Paths, PathsBuilder, Problem
 from resnet_mlops.dataset import archive, images
 from resnet_mlops.errors import UserError
 
@@ -218,7 +218,7 @@ class _Tree:
     paths: Paths
     shas: np.ndarray        # S32
     where: np.ndarray       # int32 (pack, row, width, height)
-    splits: np.ndarray      # int8 split hint codes (examples.split_codes)
+    splits: np.ndarray      # int8 split hint codes (examples.SPLIT_CODE)
     labels: np.ndarray      # int32 index into label_names
     label_names: list[str]
     classes: list[str]
@@ -263,7 +263,7 @@ def _read_tree(root: str, role: str | None, policy: _Policy, cache: DecodeCache,
         folder = path[:path.rfind("/") + 1]
         if folder not in placed:
             split, below = _place(trimmed(path), predefined, role)
-            placed[folder] = int(split_codes([split])[0]), below[0] if len(below) >= 2 else None
+            placed[folder] = SPLIT_CODE[split], below[0] if len(below) >= 2 else None
         split, label = placed[folder]
         if label is None:  # a file directly in the root (or a split folder) has no class
             where_ = f" of {root}" if role == "test" else ""

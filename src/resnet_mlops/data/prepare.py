@@ -105,7 +105,6 @@ def _write_splits(settings: DataSettings, tmp: Path, pixels, labels: np.ndarray,
         written = write_split(tmp, name, settings.stream, images, split_labels, tuple(pixels.shape),
                               moments=name == "train", in_order=in_order)
         counts = np.bincount(split_labels, minlength=len(class_names))
-        del split_labels
         summary["splits"][name] = {"count": int(len(members)), "files": written.files, "sha256": written.sha256,
                                    "per_class": {c: int(n) for c, n in zip(class_names, counts)}}
         if name == "train":

@@ -45,9 +45,8 @@ def _duplicates(examples: Examples) -> tuple[np.ndarray, list[Problem]]:
                                         f"the same image is labelled {', '.join(sorted(labels))}"))
             continue
         hints = examples.split_hints[members].tolist()
-        fixed = [i for i, hint in zip(members, hints) if hint in (TEST, VAL)]
-        first = fixed[0] if fixed else members[0]
-        first_hint = hints[members.index(first)]
+        fixed = [k for k, hint in enumerate(hints) if hint in (TEST, VAL)]
+        first, first_hint = (members[fixed[0]], hints[fixed[0]]) if fixed else (members[0], hints[0])
         for i, hint in zip(members, hints):
             if i == first:
                 continue
