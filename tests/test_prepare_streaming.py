@@ -23,7 +23,7 @@ import pytest
 
 from resnet_mlops.config import load_params
 from resnet_mlops.data import folder as folder_source
-from resnet_mlops.data import prepare as prepare_stage
+from resnet_mlops.data import manifest
 from resnet_mlops.data.prepare import prepare
 from resnet_mlops.dataset import tfrecords
 from resnet_mlops.dataset.prepared import read_split
@@ -66,7 +66,7 @@ def small_shards(monkeypatch):
     """Shards of 20 images, decode tasks of 16 files, manifest row groups of 32 rows: several of each
     on a small folder."""
     monkeypatch.setattr(tfrecords, "SHARD_EXAMPLES", 20)
-    monkeypatch.setattr(prepare_stage, "MANIFEST_ROWS", 32)
+    monkeypatch.setattr(manifest, "MANIFEST_ROWS", 32)
     monkeypatch.setattr(folder_source, "CHUNK_BYTES", 16 * 16 * 16 * 3)
 
 
@@ -207,9 +207,9 @@ WRITE_MANIFEST_AND_MEASURE = """
 import sys
 from pathlib import Path
 import numpy as np
-from resnet_mlops.data import prepare
+from resnet_mlops.data import manifest
 from resnet_mlops.data.examples import NO_HINT, ArrayPixels, Examples, PathsBuilder
-rows = int(sys.argv[1]) * prepare.MANIFEST_ROWS
+rows = int(sys.argv[1]) * manifest.MANIFEST_ROWS
 paths = PathsBuilder()
 paths.extend(f"train/class-{i % 10}/image-{i:07d}-variant.jpg" for i in range(rows))
 examples = Examples(ArrayPixels(np.zeros((rows, 1, 1, 1), np.uint8)), np.arange(rows) % 10,
@@ -220,7 +220,8 @@ split_of = (np.arange(rows) % 3).astype(np.int8)  # the split codes: train, val,
 status = lambda key: next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith(key))
 open("/proc/self/clear_refs", "w").write("5")  # VmHWM starts again from VmRSS
 before = status("VmRSS:")
-prepare._write_manifest(Path(sys.argv[2]), examples, split_of)
+with manifest.ManifestColumns(Path(sys.argv[2]).parent, examples) as columns:
+    columns.write(Path(sys.argv[2]), examples.labels, examples.class_names, split_of)
 print((status("VmHWM:") - before) / 1024)
 """
 

@@ -34,6 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
+from resnet_mlops.data.examples import digest_prefixes
 from resnet_mlops.dataset import images
 
 _INDEX = np.dtype([("sha256", "S32"), ("width", "<i4"), ("height", "<i4")])
@@ -171,13 +172,13 @@ class _Sorted:
 
     def __init__(self, digests: np.ndarray):
         self.digests = digests
-        self._prefixes = _prefixes(digests)
+        self._prefixes = digest_prefixes(digests)
 
     def find(self, wanted: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """For each of `wanted`: a position in the digests, and whether the digest there is it."""
         if not len(self.digests) or not len(wanted):
             return np.zeros(len(wanted), np.intp), np.zeros(len(wanted), bool)
-        prefixes = _prefixes(wanted)
+        prefixes = digest_prefixes(wanted)
         at = np.minimum(np.searchsorted(self._prefixes, prefixes), len(self.digests) - 1)
         hits = self.digests[at] == wanted
         shared = ~hits & (self._prefixes[at] == prefixes)  # another digest with the same first 8 bytes
@@ -185,12 +186,6 @@ class _Sorted:
             at[shared] = np.minimum(np.searchsorted(self.digests, wanted[shared]), len(self.digests) - 1)
             hits[shared] = self.digests[at[shared]] == wanted[shared]
         return at, hits
-
-
-def _prefixes(digests: np.ndarray) -> np.ndarray:
-    """Each digest's first 8 bytes as a big-endian integer: they sort as the digests do."""
-    width = digests.dtype.itemsize
-    return np.frombuffer(np.ascontiguousarray(digests).tobytes(), ">u8").reshape(-1, width // 8)[:, 0].copy()
 
 
 @contextlib.contextmanager

@@ -79,7 +79,8 @@ class _Files:
     def __init__(self):
         self.paths = PathsBuilder()
         self.shas = bytearray()
-        self.where = array.array("i")                           # pack, row, width, height per file
+        self.placements = array.array("i")                      # pack, row per file (in the decode cache)
+        self.sizes = array.array("i")                           # original width, height per file
         self.problems: dict[int, tuple[int, str, str]] = {}     # file -> (pack, kind, detail)
 
     def extend(self, paths: list[str], shas: np.ndarray, where: np.ndarray) -> int:
@@ -87,14 +88,17 @@ class _Files:
         first = len(self.paths)
         self.paths.extend(paths)
         self.shas += np.ascontiguousarray(shas).tobytes()
-        self.where.frombytes(np.ascontiguousarray(where, np.int32).tobytes())
+        self.placements.frombytes(np.ascontiguousarray(where[:, :2], np.int32).tobytes())
+        self.sizes.frombytes(np.ascontiguousarray(where[:, 2:], np.int32).tobytes())
         return first
 
     def sha(self, i: int) -> bytes:
         return bytes(self.shas[32 * i:32 * i + 32])
 
-    def columns(self) -> np.ndarray:
-        return np.frombuffer(self.where, np.int32).reshape(-1, 4)
+    def columns(self) -> tuple[np.ndarray, np.ndarray]:
+        """(pack, row) and (width, height) of every file, as int32 arrays (N, 2) on this object's buffers."""
+        return (np.frombuffer(self.placements, np.int32).reshape(-1, 2),
+                np.frombuffer(self.sizes, np.int32).reshape(-1, 2))
 
 
 class _Reader:
@@ -176,7 +180,8 @@ class _Reader:
         pack = self.cache.store(pixels, [(self.files.sha(indices[i]), size) for i, size in good],
                                 [(self.files.sha(indices[i]), kind, detail) for i, kind, detail in bad])
         for row, (i, (width, height)) in enumerate(good):
-            self.files.where[4 * indices[i]:4 * indices[i] + 4] = array.array("i", (pack, row, width, height))
+            self.files.placements[2 * indices[i]:2 * indices[i] + 2] = array.array("i", (pack, row))
+            self.files.sizes[2 * indices[i]:2 * indices[i] + 2] = array.array("i", (width, height))
         for i, kind, detail in bad:
             self.files.problems[indices[i]] = (pack, kind, detail)
 
@@ -217,7 +222,8 @@ class _Tree:
 
     paths: Paths
     shas: np.ndarray        # S32
-    where: np.ndarray       # int32 (pack, row, width, height)
+    placements: np.ndarray  # int32 (pack, row) in the decode cache
+    sizes: np.ndarray       # int32 (width, height) of the original
     splits: np.ndarray      # int8 split hint codes (examples.SPLIT_CODE)
     labels: np.ndarray      # int32 index into label_names
     label_names: list[str]
@@ -237,7 +243,7 @@ def _read_tree(root: str, role: str | None, policy: _Policy, cache: DecodeCache,
         reader.decoded(number, result)
     files = reader.files
     paths = files.paths.build()
-    where = files.columns()
+    placements, sizes = files.columns()
     bad = sorted(files.problems)
     # Unsafe entries (absolute, '..') say nothing about the layout.
     named = [p.path for p in reader.problems if p.kind != "unsafe_entry"]
@@ -256,9 +262,10 @@ def _read_tree(root: str, role: str | None, policy: _Policy, cache: DecodeCache,
     # A file's split and class depend on its folder only: placed once per folder, not once per file.
     placed: dict[str, tuple[int, str | None]] = {}  # folder -> (split hint code, class or None: outside any)
     label_index: dict[str, int] = {}
-    keep, splits, labels = array.array("q"), array.array("b"), array.array("i")
+    dropped, splits, labels = [], array.array("b"), array.array("i")
     for i, path in enumerate(paths):
         if i in files.problems:
+            dropped.append(i)
             continue
         folder = path[:path.rfind("/") + 1]
         if folder not in placed:
@@ -268,18 +275,18 @@ def _read_tree(root: str, role: str | None, policy: _Policy, cache: DecodeCache,
         if label is None:  # a file directly in the root (or a split folder) has no class
             where_ = f" of {root}" if role == "test" else ""
             problems.append(Problem("outside_class_folder", path, f"images must be inside a class folder{where_}"))
+            dropped.append(i)
             continue
-        keep.append(i)
         splits.append(split)
         labels.append(label_index.setdefault(label, len(label_index)))
     classes.update(label_index)
-    packs = np.unique(np.concatenate([where[:, 0], np.array([files.problems[i][0] for i in bad], np.int32)]))
+    packs = np.union1d(placements[:, 0], np.array([files.problems[i][0] for i in bad], np.int32))
     shas = np.frombuffer(files.shas, "S32")
-    if len(keep) < len(paths):  # else the columns as read, not a copy of each
-        keep = np.array(keep, np.int64)
-        paths, shas, where = paths.take(keep), shas[keep], where[keep]
+    if dropped:  # else the columns as read, not a copy of each
+        keep = np.delete(np.arange(len(paths)), dropped)
+        paths, shas, placements, sizes = paths.take(keep), shas[keep], placements[keep], sizes[keep]
     return _Tree(Paths.of(f"{root}:{path}" for path in paths) if role == "test" else paths,
-                 shas, where, np.frombuffer(splits, np.int8), np.array(labels, np.int32),
+                 shas, placements, sizes, np.frombuffer(splits, np.int8), np.array(labels, np.int32),
                  list(label_index), sorted(classes), problems, packs, len(files.paths), reader.read)
 
 
@@ -299,20 +306,19 @@ def load_folder(settings: DataSettings, cache: DecodeCache, pool, slots: int) ->
     labels = [np.array([index[name] for name in tree.label_names], np.int64)[tree.labels] for tree in trees]
     problems = [problem for tree in trees for problem in tree.problems]
     paths = Paths.concat([tree.paths for tree in trees])
-    columns = [[tree.where for tree in trees], [tree.shas for tree in trees],
+    columns = [[tree.placements for tree in trees], [tree.sizes for tree in trees], [tree.shas for tree in trees],
                [tree.splits for tree in trees]]
     del trees  # each column's parts are now held once, by `columns`
-    order = paths.sorted_order()  # not the order of an archive's entries
-    if (order == np.arange(len(order))).all():
-        order = None  # a folder's walk is usually in path order already: nothing to copy
-    where, hashes, split_hints = (_in_order(parts, order) for parts in columns)
+    # A folder's walk is usually in path order already (nothing to sort or copy); an archive's entries need not be.
+    order = None if paths.is_sorted() else paths.sorted_order()
+    placements, sizes, hashes, split_hints = (_in_order(parts, order) for parts in columns)
     return Examples(
-        pixels=CachedPixels(cache, where[:, 0].copy(), where[:, 1].copy()),
+        pixels=CachedPixels(cache, placements[:, 0], placements[:, 1]),
         labels=_in_order(labels, order),
         class_names=class_names,
         paths=paths if order is None else paths.take(order),
         hashes=hashes,
-        sizes=where[:, 2:].copy(),
+        sizes=sizes,
         split_hints=split_hints,
         problems=problems,
     )

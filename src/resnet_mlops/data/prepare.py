@@ -2,24 +2,19 @@
 
 from __future__ import annotations
 
-import binascii
-import ctypes
 import functools
-import gc
 import hashlib
 import json
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
-import pyarrow as pa
-import pyarrow.parquet as pq
 
 from resnet_mlops import atomic
 from resnet_mlops.config import DataSettings, Params
-from resnet_mlops.data import executors
+from resnet_mlops.data import executors, memory
 from resnet_mlops.data.cache import DecodeCache, policy_key
-from resnet_mlops.data.examples import SPLITS, Examples, split_names
+from resnet_mlops.data.examples import SPLITS, Examples
+from resnet_mlops.data.manifest import ManifestColumns
 from resnet_mlops.dataset.prepared import read_summary, write_split
 from resnet_mlops.data.sources import load_source
 from resnet_mlops.data.split import assign
@@ -50,6 +45,7 @@ def prepare(settings: DataSettings, seed: int, out_dir: str | Path, report_path:
     decoded by an earlier run are taken from the decode cache in `cache_dir` (default: `cache`
     beside `out_dir`); the images are streamed from it to the output one block at a time.
     """
+    memory.map_large_buffers()
     report_path = Path(report_path)
     failed_report = report_path.with_name(f"{report_path.stem}.failed.json")
     shape = (settings.image_size, settings.image_size, settings.channels)
@@ -59,9 +55,10 @@ def prepare(settings: DataSettings, seed: int, out_dir: str | Path, report_path:
                             policy_key(settings.image_size, settings.channels, settings.min_size, settings.max_pixels),
                             shape)
         examples = load_source(settings, cache, pool, slots)
-        _release_freed_memory()
+        memory.release_freed()
         clean, report, problems = validate(examples, settings.max_imbalance)
         del examples  # `clean` is it, or the part of it kept: one of them is held, not both
+        memory.release_freed()
         report = {"source": settings.source, "path": settings.path, "test_path": settings.test_path,
                   "policy": settings.on_error, **report}
         print("\n".join(summary_lines(report)))
@@ -74,13 +71,13 @@ def prepare(settings: DataSettings, seed: int, out_dir: str | Path, report_path:
         # Shards are framed on the workers; the arrays format is a plain copy, done here.
         in_order = functools.partial(executors.in_order, pool, slots) if settings.stream else map
         with atomic.atomic_directory(out_dir) as tmp:
-            _release_freed_memory()
-            # The manifest first: then the paths, hashes and sizes (about 90 bytes per image) are
-            # let go of, and only what the shards need is held while they are written.
-            _write_manifest(tmp / "manifest.parquet", clean, split_of)
-            pixels, labels, class_names = clean.pixels, clean.labels, clean.class_names
-            del clean
-            _release_freed_memory()
+            # Only the manifest needs the paths, hashes and sizes now: they wait on disk, not in memory.
+            with ManifestColumns(tmp, clean) as manifest:
+                pixels, labels, class_names = clean.pixels, clean.labels, clean.class_names
+                del clean
+                memory.release_freed()
+                manifest.write(tmp / "manifest.parquet", labels, class_names, split_of)
+            memory.release_freed()
             summary = _write_splits(settings, tmp, pixels, labels, class_names, split_of, in_order)
     atomic.write_json(report_path, report)
     failed_report.unlink(missing_ok=True)
@@ -114,19 +111,6 @@ def _write_splits(settings: DataSettings, tmp: Path, pixels, labels: np.ndarray,
     _write_json(tmp / "summary.json", summary)
     _write_json(tmp / "stats.json", _stats(summary["splits"], train_moments))
     return summary
-
-
-def _release_freed_memory() -> None:
-    """Hand freed memory back to the OS (glibc's malloc_trim; elsewhere a no-op).
-
-    Reading a large folder leaves many freed Python objects scattered through memory that glibc
-    keeps mapped; what follows (validation, the manifest, the shards) would then sit on top of
-    them instead of in them."""
-    gc.collect()
-    try:
-        ctypes.CDLL(None).malloc_trim(0)
-    except (OSError, AttributeError):
-        pass
 
 
 def _split(settings: DataSettings, seed: int, clean: Examples, problems: list, report: Path) -> np.ndarray:
@@ -163,54 +147,3 @@ def _stats(splits: dict[str, dict], moments: np.ndarray) -> dict:
         std.append(round(float(np.sqrt(max(second - first * first, 0.0))) / 255.0, 6))
     return {"counts": {name: split["per_class"] for name, split in splits.items()},
             "train_mean": mean, "train_std": std}
-
-
-# Manifest rows written at a time, as one parquet row group each: what the manifest holds in memory
-# besides the examples themselves (a few MB), whatever the dataset's size.
-MANIFEST_ROWS = 1 << 16
-
-
-def _write_manifest(path: Path, examples: Examples, split_of: np.ndarray) -> None:
-    """manifest.parquet, one row per image, written MANIFEST_ROWS at a time with the schema (pandas
-    metadata included) that DataFrame.to_parquet gives; a dataset of one group gets its very bytes."""
-    writer = None
-    try:
-        for start in range(0, max(len(split_of), 1), MANIFEST_ROWS):
-            rows = pa.Table.from_pandas(_manifest(examples, split_of, start, start + MANIFEST_ROWS), preserve_index=False)
-            writer = writer or pq.ParquetWriter(path, rows.schema, compression="snappy")
-            writer.write_table(rows)
-            del rows
-            # Arrow's allocator (mimalloc) keeps what each row group freed; left so, a manifest of
-            # ten row groups held five groups' worth of memory instead of one.
-            pa.default_memory_pool().release_unused()
-    finally:
-        if writer:
-            writer.close()
-
-
-def _manifest(examples: Examples, split_of: np.ndarray, start: int, stop: int) -> pd.DataFrame:
-    """Rows start..stop. The text columns are made in Arrow's own layout (no Python string per
-    image); parquet gets the bytes that lists of str give."""
-    names = pa.array(list(examples.class_names), pa.large_string())
-    labels = examples.labels[start:stop]
-    return pd.DataFrame({
-        "path": _string_column(examples.paths.column.slice(start, len(labels))),
-        "label": _string_column(names.take(pa.array(labels))),
-        "label_index": labels,
-        "split": split_names(split_of[start:stop]),
-        "sha256": _string_column(_hex_digests(examples.hashes[start:stop])),
-        "width": examples.sizes[start:stop, 0].astype(np.int64),
-        "height": examples.sizes[start:stop, 1].astype(np.int64),
-    })
-
-
-def _hex_digests(shas: np.ndarray) -> pa.Array:
-    """The hex digests of `shas` (S32) as an Arrow string array, 64 bytes each."""
-    data = binascii.hexlify(np.ascontiguousarray(shas).tobytes())
-    offsets = np.arange(0, 64 * len(shas) + 1, 64, dtype=np.int64)
-    return pa.Array.from_buffers(pa.large_string(), len(shas), [None, pa.py_buffer(offsets), pa.py_buffer(data)])
-
-
-def _string_column(column: pa.Array) -> pd.api.extensions.ExtensionArray:
-    """An Arrow large_string array as pandas' string column, without a copy."""
-    return pd.array(column, dtype=pd.StringDtype(na_value=np.nan))

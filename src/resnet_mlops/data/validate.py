@@ -18,18 +18,27 @@ from dataclasses import asdict
 
 import numpy as np
 
-from resnet_mlops.data.examples import NO_HINT, SPLITS, TEST, VAL, Examples, Problem
+from resnet_mlops.data.examples import NO_HINT, SPLITS, TEST, VAL, Examples, Problem, digest_prefixes
 
 
 def _same_content(hashes: np.ndarray) -> list[list[int]]:
     """The groups of two or more images with the same hash (S32), in order of their first image.
 
-    By sorting, not a dict of every hash: memory stays one index per image on large datasets."""
-    order = np.argsort(hashes, kind="stable")  # stable: each group in file order
-    ranked = hashes[order]
-    starts = np.flatnonzero(np.concatenate([[True], ranked[1:] != ranked[:-1]]))
+    By sorting each hash's first 8 bytes, not a dict of every hash nor the hashes themselves: memory
+    stays two integers per image on large datasets. Only the runs of equal prefixes (the duplicates,
+    and a very rare shared prefix) are told apart by their whole hash."""
+    prefixes = digest_prefixes(hashes)
+    order = np.argsort(prefixes, kind="stable")  # stable: each run in file order
+    prefixes.sort()
+    starts = np.flatnonzero(np.concatenate([[True], prefixes[1:] != prefixes[:-1]]))
     ends = np.append(starts[1:], len(order))
-    groups = [order[starts[g]:ends[g]].tolist() for g in np.flatnonzero(ends - starts > 1)]
+    del prefixes
+    groups = []
+    for run in np.flatnonzero(ends - starts > 1):
+        by_hash: dict[bytes, list[int]] = {}
+        for i in order[starts[run]:ends[run]].tolist():
+            by_hash.setdefault(hashes[i:i + 1].tobytes(), []).append(i)
+        groups += [members for members in by_hash.values() if len(members) > 1]
     return sorted(groups, key=lambda members: members[0])
 
 
