@@ -103,3 +103,21 @@ def test_a_failed_prepare_leaves_the_previous_output(tmp_path, digits_settings, 
         prepare(digits_settings, 4, out, tmp_path / "report.json")
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["params.yaml", "prepared", "report.json"]
+
+
+def test_duplicates_are_told_apart_by_the_whole_hash_where_the_first_8_bytes_agree():
+    """Validation sorts each hash's first 8 bytes; images whose hashes share only those are not duplicates."""
+    from resnet_mlops.data.examples import NO_HINT, ArrayPixels, Examples, Paths
+    from resnet_mlops.data.validate import validate
+
+    shared = b"\x00" * 8
+    hashes = np.array([shared + b"\x01" * 24, shared + b"\x02" * 24, shared + b"\x01" * 24,
+                       b"\x05" * 32, b"\x06" * 32, shared + b"\x02" * 23 + b"\x00"], "S32")
+    count = len(hashes)
+    examples = Examples(ArrayPixels(np.zeros((count, 1, 1, 1), np.uint8)), np.array([0, 1, 0, 1, 0, 1]), ("a", "b"),
+                        Paths.of(f"{'ab'[i % 2]}/{i}.png" for i in range(count)), hashes,
+                        np.ones((count, 2), np.int32), np.full(count, NO_HINT, np.int8))
+    clean, report, problems = validate(examples, max_imbalance=10.0)
+    assert [(p.kind, p.path, p.detail) for p in problems] == [("duplicate", "a/2.png", "same content as a/0.png")]
+    assert list(clean.paths) == ["a/0.png", "b/1.png", "b/3.png", "a/4.png", "b/5.png"]
+    assert report["problem_counts"] == {"duplicate": 1}
