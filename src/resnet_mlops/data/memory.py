@@ -5,8 +5,8 @@ a place in the heap (kept for reuse). It starts by mapping every buffer of 128 K
 each time a mapped buffer is freed it raises that threshold to the buffer's size. A large
 dataset's columns (several MB at 600,000 images) are freed once they are no longer needed, and
 from then on the 4 MiB blocks of pixels and records go to the heap, which keeps what they leave
-behind: the shards of 600,000 images were written about 25 MB higher than a fixed threshold
-gives. A small dataset's columns never raise it past the blocks, so it always ran this way.
+behind (bench/RESULTS.md, "Main process under 1.1x"). A small dataset's columns never raise it
+past the blocks, so it always ran with them mapped.
 """
 
 from __future__ import annotations
