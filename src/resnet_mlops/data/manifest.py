@@ -25,6 +25,7 @@ from resnet_mlops.data.examples import Examples, split_names
 MANIFEST_ROWS = 1 << 16
 
 _SIZES = np.dtype("<i4")  # original width and height, each
+_SIZE_ROW = 2 * _SIZES.itemsize
 
 
 class ManifestColumns:
@@ -43,7 +44,7 @@ class ManifestColumns:
         self._file.write(memoryview(column.buffers()[2])[self._first:int(ends[-1])])
         self._file.flush()
         self._sizes_at = 32 * self.count
-        self._ends_at = self._sizes_at + 2 * _SIZES.itemsize * self.count
+        self._ends_at = self._sizes_at + _SIZE_ROW * self.count
         self._text_at = self._ends_at + 8 * (self.count + 1)
 
     def __enter__(self) -> "ManifestColumns":
@@ -75,7 +76,7 @@ class ManifestColumns:
         """Rows start..stop. The text columns are made in Arrow's own layout (no Python string per
         image); parquet gets the bytes that lists of str give."""
         names = pa.array(list(class_names), pa.large_string())
-        sizes = np.frombuffer(self._read(self._sizes_at + 8 * start, 8 * (stop - start)), _SIZES).reshape(-1, 2)
+        sizes = np.frombuffer(self._read(self._sizes_at + _SIZE_ROW * start, _SIZE_ROW * (stop - start)), _SIZES).reshape(-1, 2)
         return pd.DataFrame({
             "path": _string_column(self._paths(start, stop)),
             "label": _string_column(names.take(pa.array(labels[start:stop]))),
@@ -93,15 +94,12 @@ class ManifestColumns:
                                      [None, pa.py_buffer(ends - ends[0]), pa.py_buffer(text)])
 
     def _read(self, at: int, size: int) -> bytes:
-        """`size` bytes at offset `at` (pread: the file's pages are not mapped into this process)."""
-        parts = []
-        while size:
-            part = os.pread(self._file.fileno(), size, at)
-            if not part:
-                raise EOFError(f"{self._file.name}: ends before offset {at + size}")
-            parts.append(part)
-            at, size = at + len(part), size - len(part)
-        return b"".join(parts) if len(parts) != 1 else parts[0]
+        """`size` bytes at offset `at` (a few MB at most; pread: the file's pages are not mapped into
+        this process, where they would count as its memory)."""
+        data = os.pread(self._file.fileno(), size, at)
+        if len(data) != size:
+            raise EOFError(f"{self._file.name}: ends before offset {at + size}")
+        return data
 
 
 def _hex_digests(shas: bytes) -> pa.Array:
